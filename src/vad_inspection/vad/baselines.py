@@ -1,0 +1,66 @@
+"""Two training-free baselines that every results table carries.
+
+Defects on pavement, concrete and magnetic tiles are often simply darker than their surroundings
+or break the local texture. A learned model that cannot beat "the darkest pixel" or "the strongest
+local contrast" has learned nothing useful; reporting both keeps every table honest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from vad_inspection.vad.base import Prediction
+from vad_inspection.vad.preprocess import to_gray
+
+
+def _smooth(image: np.ndarray, sigma: float) -> np.ndarray:
+    return cv2.GaussianBlur(image, (0, 0), sigmaX=sigma, sigmaY=sigma)
+
+
+def _predict(maps: list[np.ndarray]) -> Prediction:
+    stacked = np.stack(maps).astype(np.float32)
+    return Prediction(scores=stacked.reshape(len(stacked), -1).max(axis=1), maps=stacked)
+
+
+@dataclass
+class DarkestPixel:
+    """Anomaly map = darkness (1 - intensity) after light smoothing; score = its maximum.
+
+    The smoothing (``sigma`` px) keeps single-pixel sensor noise from deciding the score.
+    """
+
+    sigma: float = 1.0
+    name: str = "darkest_pixel"
+
+    def fit(self, images: Sequence[np.ndarray]) -> None:
+        """Nothing to learn: the baseline is fixed by construction."""
+
+    def predict(self, images: Sequence[np.ndarray]) -> Prediction:
+        return _predict([1.0 - _smooth(to_gray(im), self.sigma) for im in images])
+
+
+@dataclass
+class LocalContrast:
+    """Anomaly map = |intensity - local mean| over a ``context`` px neighbourhood, smoothed.
+
+    Responds to anything that differs from its surroundings (cracks, holes, bright spots) while
+    ignoring slow illumination gradients, which the local mean absorbs.
+    """
+
+    context: float = 8.0
+    sigma: float = 1.0
+    name: str = "local_contrast"
+
+    def fit(self, images: Sequence[np.ndarray]) -> None:
+        """Nothing to learn: the baseline is fixed by construction."""
+
+    def predict(self, images: Sequence[np.ndarray]) -> Prediction:
+        maps = []
+        for image in images:
+            gray = to_gray(image)
+            maps.append(_smooth(np.abs(gray - _smooth(gray, self.context)), self.sigma))
+        return _predict(maps)

@@ -1,0 +1,51 @@
+"""The training-free baselines and the resizing every model relies on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vad_inspection.vad.baselines import DarkestPixel, LocalContrast
+from vad_inspection.vad.preprocess import as_hwc, resize_image, resize_mask, to_gray
+
+
+def _texture(rng: np.random.Generator, size: int = 64) -> np.ndarray:
+    return rng.integers(140, 180, size=(size, size, 3), dtype=np.uint8)
+
+
+def test_darkest_pixel_scores_a_dark_spot_above_plain_texture() -> None:
+    rng = np.random.default_rng(0)
+    plain = _texture(rng)
+    spotted = _texture(rng)
+    spotted[30:34, 30:34] = 20
+    prediction = DarkestPixel().predict([plain, spotted])
+    assert prediction.maps.shape == (2, 64, 64)
+    assert prediction.scores[1] > prediction.scores[0] + 0.2
+    peak = np.unravel_index(prediction.maps[1].argmax(), (64, 64))
+    assert 29 <= peak[0] <= 34 and 29 <= peak[1] <= 34
+
+
+def test_local_contrast_ignores_a_smooth_gradient_but_sees_a_bright_speck() -> None:
+    gradient = np.tile(np.linspace(40, 220, 64, dtype=np.float32), (64, 1)).astype(np.uint8)
+    speck = gradient.copy()
+    speck[10:13, 40:43] = 255
+    prediction = LocalContrast().predict([gradient[..., None], speck[..., None]])
+    assert prediction.maps[0][16:-16, 16:-16].max() < 0.02  # away from the reflected border
+    assert prediction.scores[1] > 3 * prediction.scores[0]
+
+
+def test_resize_keeps_masks_binary_and_images_hwc() -> None:
+    mask = np.zeros((300, 200), dtype=bool)
+    mask[100:200, 50:150] = True
+    small = resize_mask(mask, (64, 64))
+    assert small.dtype == bool and small.shape == (64, 64)
+    assert small.mean() == pytest.approx(100 * 100 / (300 * 200), abs=0.01)  # area fraction kept
+    gray = np.full((300, 200), 128, dtype=np.uint8)
+    assert resize_image(gray, (64, 32)).shape == (64, 32, 1)
+
+
+def test_to_gray_scales_by_dtype_and_rejects_bad_shapes() -> None:
+    assert to_gray(np.full((2, 2, 3), 255, np.uint8)).max() == pytest.approx(1.0)
+    assert to_gray(np.full((2, 2), 65535, np.uint16)).max() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, C\)"):
+        as_hwc(np.zeros((2, 2, 2, 2)))

@@ -1,0 +1,75 @@
+"""colcon builds the package as a ROS 2 user's workspace would, and installs what ros2 looks for.
+
+colcon (colcon-common-extensions, from PyPI) builds an ament_python package without ROS 2, so the
+install layout -- launch file, parameter files, package.xml, the ament index marker and the console
+scripts under lib/<package>/ where `ros2 run` looks -- is checked for real here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def _colcon() -> str:
+    beside = Path(sys.executable).parent / "colcon"
+    found = str(beside) if beside.exists() else shutil.which("colcon")
+    if not found:
+        pytest.skip("colcon is not installed (pip install colcon-common-extensions)")
+    return found
+
+
+def _project_files() -> list[str]:
+    """Tracked and new (not ignored) files: what a clone plus local work holds, without .venv."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    return [f for f in listed if (ROOT / f).is_file()]
+
+
+@pytest.fixture(scope="module")
+def install_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    workspace = tmp_path_factory.mktemp("colcon_ws")
+    package = workspace / "src" / "vad_inspection"
+    for name in _project_files():
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, package / name)
+    result = subprocess.run(
+        [_colcon(), "build", "--event-handlers", "console_direct-"],
+        cwd=workspace, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, f"colcon build failed:\n{result.stdout}\n{result.stderr}"
+    return workspace / "install" / "vad_inspection"
+
+
+def test_install_space_holds_the_ros2_layout(install_space: Path) -> None:
+    share = install_space / "share" / "vad_inspection"
+    assert (install_space / "share/ament_index/resource_index/packages/vad_inspection").is_file()
+    assert (share / "package.xml").read_text() == (ROOT / "package.xml").read_text()
+    assert (share / "launch" / "inspection.launch.py").is_file()
+    for platform in ("uav", "agv", "arm"):
+        assert (share / "config" / f"{platform}.yaml").is_file()
+    assert (share / "config" / "cyclonedds_loopback.xml").is_file()
+
+
+def test_console_scripts_run_from_lib_package(install_space: Path) -> None:
+    script = install_space / "lib" / "vad_inspection" / "vad-inspection"
+    assert script.is_file() and os.access(script, os.X_OK)
+    site = next((install_space / "lib").glob("python3*/site-packages"))
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    result = subprocess.run(
+        [sys.executable, str(script), "--version"], capture_output=True, text=True, env=env,
+        cwd=install_space, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "vad-inspection 0.1.0" in result.stdout
