@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 pytestmark = pytest.mark.slow
@@ -32,7 +31,10 @@ def _project_files() -> list[str]:
     """Tracked and new (not ignored) files: what a clone plus local work holds, without .venv."""
     listed = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard"],
-        cwd=ROOT, capture_output=True, text=True, check=True,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     return [f for f in listed if (ROOT / f).is_file()]
 
@@ -46,7 +48,10 @@ def install_space(tmp_path_factory: pytest.TempPathFactory) -> Path:
         shutil.copy2(ROOT / name, package / name)
     result = subprocess.run(
         [_colcon(), "build", "--event-handlers", "console_direct-"],
-        cwd=workspace, capture_output=True, text=True, timeout=300,
+        cwd=workspace,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, f"colcon build failed:\n{result.stdout}\n{result.stderr}"
     return workspace / "install" / "vad_inspection"
@@ -68,8 +73,12 @@ def test_console_scripts_run_from_lib_package(install_space: Path) -> None:
     site = next((install_space / "lib").glob("python3*/site-packages"))
     env = {**os.environ, "PYTHONPATH": str(site)}
     result = subprocess.run(
-        [sys.executable, str(script), "--version"], capture_output=True, text=True, env=env,
-        cwd=install_space, timeout=120,
+        [sys.executable, str(script), "--version"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=install_space,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr
     assert "vad-inspection 0.1.0" in result.stdout

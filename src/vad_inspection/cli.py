@@ -13,9 +13,15 @@ from pathlib import Path
 
 from vad_inspection import __version__
 from vad_inspection.data import DatasetError, open_dataset
+from vad_inspection.eval.metrics import MetricError
 from vad_inspection.eval.runner import EvalConfig
+from vad_inspection.eval.settings import SplitError
 from vad_inspection.eval.suite import SuiteEntry, run_suite
-from vad_inspection.vad.registry import BASELINES, MODELS
+from vad_inspection.vad.artifact import ArtifactError
+from vad_inspection.vad.backbones import BACKBONES, RANDOM, BackboneError
+from vad_inspection.vad.calibration import CalibrationError
+from vad_inspection.vad.preprocess import InputError
+from vad_inspection.vad.registry import BASELINES, MODELS, CommonOptions
 
 # What `vad-inspection demo` evaluates: the real datasets shipped beside the project, each at the
 # resolution its images are meant to be scored at.
@@ -35,6 +41,24 @@ def _settings(text: str) -> tuple[int, ...]:
     return values
 
 
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backbone", choices=sorted(BACKBONES), default="mobilenet_v2")
+    parser.add_argument(
+        "--weights",
+        default=RANDOM,
+        help="backbone weights: random (seeded), imagenet (torchvision cache) or a .pth file",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of weights, splits, sampling")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _common(args: argparse.Namespace, size: int) -> CommonOptions:
+    return CommonOptions(
+        backbone=args.backbone, weights=args.weights, seed=args.seed, size=size,
+        progress=not args.no_progress,
+    )  # fmt: skip
+
+
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
@@ -43,10 +67,9 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
         help="model to evaluate (repeat for several; default: the baselines)",
     )
     parser.add_argument("--settings", type=_settings, default=(1, 2, 3), help="e.g. 1,2,3")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the split builder")
     parser.add_argument("--threshold-k", type=float, default=1.0, help="mean + k*std calibration")
     parser.add_argument("--max-train", type=int, default=None, help="cap on training images")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_model_options(parser)
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -66,6 +89,28 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-o", "--out", type=Path, default=Path("out/eval"), help="output folder")
     _add_eval_options(ev)
 
+    fit = sub.add_parser("fit", help="learn normal from a dataset's normal images; write a model")
+    fit.add_argument("--method", choices=sorted(set(MODELS) - set(BASELINES)), required=True)
+    fit.add_argument("--data", required=True, metavar="SPEC", help="dataset spec kind:path[?...]")
+    fit.add_argument("-o", "--out", type=Path, required=True, help="model file to write (.vad)")
+    fit.add_argument("--size", type=int, default=256, help="input size (square)")
+    fit.add_argument("--coreset-ratio", type=float, default=None, help="PatchCore memory bank")
+    fit.add_argument("--val-fraction", type=float, default=0.1, help="normals held out")
+    fit.add_argument("--threshold-k", type=float, default=3.0, help="threshold mean + k*std")
+    fit.add_argument("--threshold-quantile", type=float, default=None, help="or a quantile")
+    fit.add_argument("--max-train", type=int, default=None, help="cap on training images")
+    _add_model_options(fit)
+
+    pred = sub.add_parser("predict", help="score images with a model; write heat-map overlays")
+    pred.add_argument("images", nargs="+", type=Path, help="image files or folders")
+    pred.add_argument("--model", type=Path, required=True, help="model file from `fit`")
+    pred.add_argument("-o", "--out", type=Path, default=Path("out/predict"), help="overlay dir")
+    pred.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    exp = sub.add_parser("export", help="export a backbone to ONNX (needs torch) for offline use")
+    exp.add_argument("-o", "--out", type=Path, required=True, help="ONNX file to write")
+    _add_model_options(exp)
+
     demo = sub.add_parser("demo", help="the main job: evaluate on the real datasets beside us")
     demo.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
@@ -74,7 +119,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def _run(entries: list[SuiteEntry], args: argparse.Namespace, out: Path) -> int:
-    config = EvalConfig(threshold_k=args.threshold_k, progress=not args.no_progress)
+    config = EvalConfig(
+        threshold_k=args.threshold_k,
+        progress=not args.no_progress,
+        model_options=_common(args, 256),
+    )
     result = run_suite(
         entries,
         args.model or list(BASELINES),
@@ -92,9 +141,73 @@ def _split_options(args: argparse.Namespace) -> dict[str, object]:
     return {} if args.max_train is None else {"max_train": args.max_train}
 
 
+def _fit(args: argparse.Namespace) -> int:
+    from vad_inspection import pipeline
+    from vad_inspection.vad.registry import save_model
+
+    options = {} if args.coreset_ratio is None else {"coreset_ratio": args.coreset_ratio}
+    model, report = pipeline.fit(
+        args.method,
+        open_dataset(args.data),
+        _common(args, args.size),
+        val_fraction=args.val_fraction,
+        threshold_k=args.threshold_k,
+        threshold_quantile=args.threshold_quantile,
+        max_train=args.max_train,
+        **options,
+    )
+    path = save_model(model, args.out, report.calibration)
+    print(
+        f"fitted {report.method} on {report.train_images} images in {report.fit_seconds:.1f} s; "
+        f"calibrated on {report.val_images} held-out normal images"
+    )
+    if report.calibration:
+        c = report.calibration
+        print(f"threshold {c.threshold:.4g} ({c.rule}); wrote {path} ({path.stat().st_size} B)")
+    else:
+        print(f"no calibration (fewer than 2 held-out images); wrote {path}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from vad_inspection import pipeline
+    from vad_inspection.vad.registry import load_model
+
+    model, calibration = load_model(args.model)
+    paths = pipeline.expand_paths(args.images)
+    results = pipeline.predict_files(model, calibration, paths, args.out, not args.no_progress)
+    failed = 0
+    for r in results:
+        if r.error:
+            failed += 1
+            print(f"{r.path}: ERROR {r.error}", file=sys.stderr)
+        elif r.normalized is None:
+            print(f"{r.path}: score {r.score:.4g} (uncalibrated)  {r.overlay}")
+        else:
+            verdict = "ANOMALOUS" if r.anomalous else "normal"
+            print(f"{r.path}: score {r.score:.4g} norm {r.normalized:.3f} {verdict}  {r.overlay}")
+    print(f"{len(results) - failed} scored, {failed} failed; overlays in {args.out}")
+    return 1 if failed and failed == len(results) else 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from vad_inspection.vad.backbones import export_onnx
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(export_onnx(args.backbone, args.weights, args.seed))
+    print(f"wrote {args.out} ({args.out.stat().st_size} B): {args.backbone}, {args.weights}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
+        if args.command == "fit":
+            return _fit(args)
+        if args.command == "predict":
+            return _predict(args)
+        if args.command == "export":
+            return _export(args)
         if args.command == "eval":
             entries = [
                 SuiteEntry(open_dataset(spec), args.size, _split_options(args))
@@ -104,16 +217,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "demo":
             print(
                 "vad-inspection demo: the detector, recorder and replay nodes are not built yet;\n"
-                "this runs the best end-to-end job that exists: the evaluation harness on the real\n"
+                "this runs the best end-to-end job that exists: the evaluation harness on the\n"
+                "real "
                 f"datasets in {args.data_root} (models: {', '.join(args.model or BASELINES)})."
             )
             entries = [
-                SuiteEntry(open_dataset(spec.format(root=args.data_root)), size,
-                           _split_options(args))
+                SuiteEntry(
+                    open_dataset(spec.format(root=args.data_root)), size, _split_options(args)
+                )
                 for spec, size in DEMO_DATASETS
             ]
             return _run(entries, args, args.out)
-    except DatasetError as error:
+    except (
+        DatasetError, SplitError, MetricError, ArtifactError, BackboneError, CalibrationError,
+        InputError, KeyError,
+    ) as error:  # fmt: skip
         print(f"vad-inspection: {error}", file=sys.stderr)
         return 2
     return 1

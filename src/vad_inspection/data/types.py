@@ -36,7 +36,8 @@ class Sample:
     ``image()`` returns ``uint8`` (or ``float32`` for multispectral sets) pixels shaped
     ``(H, W, C)``; C is 1 for gray, 3 for RGB (never BGR), more for multispectral.
     ``mask()`` returns a ``bool`` array ``(H, W)`` (True = anomalous pixel), or ``None`` where the
-    dataset has no pixel ground truth. A normal sample with pixel ground truth gets an all-False mask.
+    dataset has no pixel ground truth. A normal sample with pixel ground truth gets an all-False
+    mask.
     """
 
     id: str

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from tqdm import tqdm
@@ -21,7 +21,7 @@ from vad_inspection.eval.resources import PeakMemory, measure_latency
 from vad_inspection.eval.settings import Split
 from vad_inspection.vad.base import AnomalyModel, Prediction
 from vad_inspection.vad.preprocess import resize_image, resize_mask
-from vad_inspection.vad.registry import create_model
+from vad_inspection.vad.registry import CommonOptions, create_model
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ class EvalConfig:
     pixel_quantile: float = 0.99
     latency_images: int = 20
     progress: bool = True
+    model_options: CommonOptions = field(default_factory=CommonOptions)
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,9 @@ def evaluate(model_name: str, dataset_name: str, split: Split, config: EvalConfi
     labels = np.array([s.label for s in split.test], dtype=np.int64)
     masks = load_masks(split.test, size)
 
-    model = create_model(model_name)
-    with PeakMemory() as memory:
+    options = replace(config.model_options, size=size, progress=progress)
+    model = create_model(model_name, options)
+    with PeakMemory(trace=False) as memory:
         start = time.perf_counter()
         model.fit(train)
         fit_s = time.perf_counter() - start

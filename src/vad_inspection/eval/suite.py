@@ -8,7 +8,7 @@ manifests ``splits/<dataset>_s<k>.csv`` so anyone can see which file went where.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from vad_inspection.data.types import Dataset
@@ -70,7 +70,7 @@ def run_suite(
             outputs.append(manifest)
             log(f"[{name}] setting {setting}: {split.summary()}")
             for model in models:
-                run_config = EvalConfig(**{**config.__dict__, "size": entry.size})
+                run_config = replace(config, size=entry.size)
                 outcome = evaluate(model, name, split, run_config)
                 rows.append(outcome.row)
                 curves.append(outcome.curve)

@@ -1,22 +1,93 @@
-"""Model names the CLI and the evaluation harness accept, mapped to their constructors."""
+"""Model names the CLI and the evaluation harness accept, their constructors, and model files.
+
+Constructors take the options every method shares (backbone, weights, seed, input size) plus their
+own; methods that need none (the baselines) ignore them. Fitted models round-trip through one
+artifact file whose metadata says which class reads it back.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
 
+from vad_inspection.vad import artifact
+from vad_inspection.vad.backbones import RANDOM, load_onnx
 from vad_inspection.vad.base import AnomalyModel
 from vad_inspection.vad.baselines import DarkestPixel, LocalContrast
+from vad_inspection.vad.calibration import Calibration
+from vad_inspection.vad.patchcore import PatchCore, PatchCoreConfig
 
-MODELS: dict[str, Callable[[], AnomalyModel]] = {
-    "darkest_pixel": DarkestPixel,
-    "local_contrast": LocalContrast,
+
+@dataclass(frozen=True)
+class CommonOptions:
+    """What every feature-based method is built from."""
+
+    backbone: str = "mobilenet_v2"
+    weights: str = RANDOM
+    seed: int = 0
+    size: int = 256
+    progress: bool = False
+
+
+def _config(cls: type, common: CommonOptions, options: dict[str, object]):
+    """Build a method's frozen config from the shared options plus its own, refusing unknowns."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(options) - names)
+    if unknown:
+        raise KeyError(f"{cls.__name__} has no option(s) {unknown}; it has {sorted(names)}")
+    shared = {
+        "backbone": common.backbone,
+        "seed": common.seed,
+        "size": (common.size, common.size),
+        "progress": common.progress,
+    }
+    return cls(**{k: v for k, v in shared.items() if k in names}, **options)
+
+
+def _patchcore(common: CommonOptions, **options: object) -> PatchCore:
+    config = _config(PatchCoreConfig, common, options)
+    return PatchCore(config, load_onnx(common.backbone, common.weights, common.seed))
+
+
+MODELS: dict[str, Callable[..., AnomalyModel]] = {
+    "darkest_pixel": lambda common, **_: DarkestPixel(),
+    "local_contrast": lambda common, **_: LocalContrast(),
+    "patchcore": _patchcore,
 }
 BASELINES: tuple[str, ...] = ("darkest_pixel", "local_contrast")
+LOADERS: dict[str, Callable[[artifact.Artifact], AnomalyModel]] = {
+    "patchcore": PatchCore.from_artifact,
+}
 
 
-def create_model(name: str) -> AnomalyModel:
+def create_model(name: str, common: CommonOptions | None = None, **options: object) -> AnomalyModel:
     """A fresh, unfitted model by name, or a KeyError listing the names that exist."""
     try:
-        return MODELS[name]()
+        factory = MODELS[name]
     except KeyError:
         raise KeyError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}") from None
+    return factory(common or CommonOptions(), **options)
+
+
+def save_model(model: AnomalyModel, path: Path | str, calibration: Calibration | None) -> Path:
+    """Write a fitted model (and its calibration) as one artifact file."""
+    if not hasattr(model, "to_artifact"):
+        raise TypeError(f"{model.name} has nothing to save (it is not fitted from data)")
+    art = model.to_artifact()
+    meta = {**art.meta, "calibration": calibration.to_dict() if calibration else None}
+    return artifact.save(artifact.Artifact(meta, art.graphs, art.arrays), path)
+
+
+def load_model(path: Path | str) -> tuple[AnomalyModel, Calibration | None]:
+    """Read a model file back: the fitted model and its calibration (None if it has none)."""
+    art = artifact.load(path)
+    try:
+        loader = LOADERS[art.method]
+    except KeyError:
+        raise artifact.ArtifactError(
+            f"{path} holds method {art.method!r}, which this version cannot load "
+            f"(it loads {', '.join(sorted(LOADERS))})"
+        ) from None
+    calibration = art.meta.get("calibration")
+    return loader(art), Calibration.from_dict(calibration) if calibration else None

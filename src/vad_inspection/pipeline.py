@@ -1,0 +1,149 @@
+"""The user-facing jobs behind ``vad-inspection fit`` and ``predict``, as plain functions.
+
+Fit learns "normal" from a dataset's normal images and calibrates a threshold on normal images it
+held out; predict scores image files with a fitted model and writes heat-map overlays. A bad file
+among many is reported and skipped, never fatal: one corrupt frame must not stop a survey.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from vad_inspection.data.imageio import read_image
+from vad_inspection.data.types import Dataset, DatasetError, Sample
+from vad_inspection.vad.base import AnomalyModel
+from vad_inspection.vad.calibration import Calibration, from_normal_scores
+from vad_inspection.vad.preprocess import InputError
+from vad_inspection.vad.registry import CommonOptions, create_model
+from vad_inspection.viz import overlay, write_png
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".npy")
+
+
+@dataclass(frozen=True)
+class FitReport:
+    method: str
+    train_images: int
+    val_images: int
+    fit_seconds: float
+    calibration: Calibration | None
+
+
+def training_split(
+    dataset: Dataset, val_fraction: float, seed: int, max_train: int | None = None
+) -> tuple[list[Sample], list[Sample]]:
+    """Normal images for fitting and held-out normal images for calibration.
+
+    A published training split (MVTec's ``train``) is respected; otherwise all normal images
+    are used. The held-out part is a seeded random ``val_fraction`` of them.
+    """
+    normal = [s for s in dataset.normal if s.split in (None, "train")]
+    if not normal:
+        raise DatasetError(f"{dataset.root}: no normal images to learn from")
+    order = np.random.default_rng(seed).permutation(len(normal))
+    n_val = round(len(normal) * val_fraction) if len(normal) >= 3 else 0
+    val = [normal[i] for i in sorted(order[:n_val])]
+    train = [normal[i] for i in sorted(order[n_val:])]
+    if max_train is not None:
+        train = train[:max_train]
+    return train, val
+
+
+def load_images(samples: Sequence[Sample], desc: str, progress: bool = True) -> list[np.ndarray]:
+    return [s.image() for s in tqdm(samples, desc=desc, unit="img", disable=not progress)]
+
+
+def fit(
+    method: str,
+    dataset: Dataset,
+    common: CommonOptions,
+    *,
+    val_fraction: float = 0.1,
+    threshold_k: float = 3.0,
+    threshold_quantile: float | None = None,
+    max_train: int | None = None,
+    **method_options: object,
+) -> tuple[AnomalyModel, FitReport]:
+    """Fit ``method`` on the dataset's normal images and calibrate on held-out normals."""
+    train, val = training_split(dataset, val_fraction, common.seed, max_train)
+    model = create_model(method, common, **method_options)
+    images = load_images(train, "loading training images", common.progress)
+    start = time.perf_counter()
+    model.fit(images)
+    seconds = time.perf_counter() - start
+    calibration = None
+    if len(val) >= 2:
+        scores = model.predict(load_images(val, "loading calibration images", common.progress))
+        calibration = from_normal_scores(scores.scores, threshold_k, threshold_quantile)
+    return model, FitReport(method, len(train), len(val), seconds, calibration)
+
+
+def expand_paths(paths: Iterable[Path]) -> list[Path]:
+    """Files as given, folders expanded to the images inside them (sorted)."""
+    out: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            out += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            out.append(path)
+    return out
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    path: Path
+    score: float | None
+    normalized: float | None
+    anomalous: bool | None
+    overlay: Path | None
+    error: str | None = None
+
+
+def _read(path: Path) -> np.ndarray:
+    if path.suffix.lower() == ".npy":
+        try:
+            return np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as error:
+            raise DatasetError(f"{path}: not a readable .npy array ({error})") from error
+    return read_image(path)
+
+
+def predict_files(
+    model: AnomalyModel,
+    calibration: Calibration | None,
+    paths: Sequence[Path],
+    out_dir: Path | None,
+    progress: bool = True,
+) -> list[PredictResult]:
+    """Score each file; write ``<stem>_overlay.png`` heat maps into ``out_dir`` when given."""
+    results: list[PredictResult] = []
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    for path in tqdm(paths, desc="scoring", unit="img", disable=not progress):
+        try:
+            image = _read(path)
+            prediction = model.predict([image])
+        except (DatasetError, InputError, OSError) as error:
+            results.append(PredictResult(path, None, None, None, None, str(error)))
+            continue
+        score = float(prediction.scores[0])
+        heat = prediction.maps[0]
+        normalized = anomalous = None
+        if calibration is not None:
+            normalized = float(calibration.normalize(np.array([score]))[0])
+            anomalous = bool(calibration.is_anomalous(np.array([score]))[0])
+            heat = calibration.normalize(heat)
+        else:
+            heat = (heat - heat.min()) / max(float(np.ptp(heat)), 1e-12)
+        written = None
+        if out_dir is not None:
+            written = out_dir / f"{path.stem}_overlay.png"
+            write_png(written, overlay(image, heat, contour_at=0.5 if calibration else None))
+        results.append(PredictResult(path, score, normalized, anomalous, written))
+    return results

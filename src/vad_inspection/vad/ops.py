@@ -1,0 +1,81 @@
+"""NumPy versions of the few tensor operations the feature-based methods need.
+
+Each one reproduces the PyTorch operation the reference implementations use (same padding, same
+interpolation grid), so that a model fitted here gives the same numbers as the reference with the
+same weights -- without importing torch on the robot.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+
+def avg_pool3(features: np.ndarray) -> np.ndarray:
+    """3x3 average pooling, stride 1, zero padding 1, padding counted (torch ``AvgPool2d(3,1,1)``).
+
+    PatchCore's "locally aware" patch features: each position summarises its neighbourhood.
+    Separable: three shifted sums along each axis.
+    """
+    padded = np.pad(features, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    rows = padded[:, :, :-2] + padded[:, :, 1:-1] + padded[:, :, 2:]
+    out = rows[:, :, :, :-2] + rows[:, :, :, 1:-1] + rows[:, :, :, 2:]
+    return out / np.asarray(9, dtype=features.dtype)
+
+
+@lru_cache(maxsize=64)
+def _bilinear_matrix(src: int, dst: int) -> np.ndarray:
+    """Weights of ``F.interpolate(mode="bilinear", align_corners=False)`` along one axis."""
+    matrix = np.zeros((dst, src), dtype=np.float32)
+    scale = src / dst
+    for i in range(dst):
+        x = max((i + 0.5) * scale - 0.5, 0.0)
+        x0 = min(int(x), src - 1)
+        x1 = min(x0 + 1, src - 1)
+        frac = x - x0
+        matrix[i, x0] += 1.0 - frac
+        matrix[i, x1] += frac
+    return matrix
+
+
+def resize_bilinear(features: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize ``(N, C, H, W)`` to ``size`` like torch's bilinear ``interpolate`` (no antialias).
+
+    Separable matrices rather than cv2.resize: OpenCV caps the channel count, backbones do not.
+    """
+    _, _, h, w = features.shape
+    if (h, w) == tuple(size):
+        return features
+    rows = _bilinear_matrix(h, size[0])
+    cols = _bilinear_matrix(w, size[1])
+    return np.matmul(np.matmul(rows, features), cols.T).astype(features.dtype, copy=False)
+
+
+def resize_nearest(features: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize ``(N, C, H, W)`` like torch's ``interpolate(mode="nearest")``: floor(i * in / out)."""
+    _, _, h, w = features.shape
+    rows = np.minimum((np.arange(size[0]) * (h / size[0])).astype(np.int64), h - 1)
+    cols = np.minimum((np.arange(size[1]) * (w / size[1])).astype(np.int64), w - 1)
+    return features[:, :, rows][:, :, :, cols]
+
+
+def gaussian_kernel_size(sigma: float) -> int:
+    """Odd kernel width covering +-4 sigma, the convention of the reference implementations."""
+    return 2 * int(4.0 * sigma + 0.5) + 1
+
+
+def gaussian_blur(maps: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing of ``(N, H, W)`` maps with reflect padding (torch "reflect")."""
+    if sigma <= 0:
+        return maps
+    size = gaussian_kernel_size(sigma)
+    return np.stack(
+        [
+            cv2.GaussianBlur(
+                m, (size, size), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT_101
+            )
+            for m in maps.astype(np.float32, copy=False)
+        ]
+    )

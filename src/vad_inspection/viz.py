@@ -1,0 +1,46 @@
+"""Heat-map overlays: what a person looks at to judge a detection at a glance."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from vad_inspection.vad.preprocess import as_hwc, resize_image
+
+
+def to_display_rgb(image: np.ndarray) -> np.ndarray:
+    """Any supported image as uint8 RGB (gray replicated, 16-bit and float scaled, bands 0-2)."""
+    image = as_hwc(np.asarray(image))
+    if image.dtype == np.uint16:
+        image = (image // 257).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        lo, hi = float(np.nanmin(image)), float(np.nanmax(image))
+        image = ((image - lo) / max(hi - lo, 1e-12) * 255).astype(np.uint8)
+    if image.shape[2] == 1:
+        return np.repeat(image, 3, axis=2)
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def overlay(
+    image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, contour_at: float | None = 0.5
+) -> np.ndarray:
+    """Blend a [0, 1] heat map (JET colours) over the image, resized to the heat map's grid.
+
+    ``contour_at`` outlines the region at or above that level (0.5 = the calibrated threshold
+    when the map is normalised), so the decision is visible, not only the colours.
+    """
+    rgb = resize_image(to_display_rgb(image), heat.shape)
+    heat8 = (np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)
+    colours = cv2.cvtColor(cv2.applyColorMap(heat8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
+    blended = cv2.addWeighted(rgb, 1.0 - alpha, colours, alpha, 0.0)
+    if contour_at is not None:
+        region = (heat >= contour_at).astype(np.uint8)
+        contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(blended, contours, -1, (255, 255, 255), 1)
+    return blended
+
+
+def write_png(path, rgb: np.ndarray) -> None:
+    """Write an RGB array as PNG (OpenCV wants BGR)."""
+    if not cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {path}")
