@@ -1,10 +1,11 @@
 # Two commands for a newcomer: `make demo` runs the main job, `make test` runs the tests.
-# Each creates (or reuses) a virtual environment in .venv and installs what it needs into it.
+# Each creates (or reuses) a virtual environment in .venv and installs what it needs into it:
+# the package with its core (inference), train (torch, to export backbones) and dev extras.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-core-dev
+STAMP := $(VENV)/.installed
 DATA ?= ../shared/data
 OUT ?= out/demo
 
@@ -19,7 +20,7 @@ $(STAMP): setup.py setup.cfg
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { \
 	  echo "error: '$(PYTHON) -m venv' failed; on Debian: apt-get install python3-venv"; exit 1; }
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools wheel
-	$(BIN)/python -m pip install --quiet -e ".[core,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[core,train,dev]"
 	@touch $@
 
 demo: $(STAMP)

@@ -28,13 +28,15 @@ CORE = [
     "numpy>=1.24",
     "opencv-python-headless>=4.8",
     "onnxruntime>=1.17",
+    "onnx>=1.16",
+    "numba>=0.60",
     "rosbags>=0.10",
     "cyclonedds==11.0.1",
     "pyyaml>=6",
     "tqdm>=4.60",
     "matplotlib>=3.7",
 ]
-TRAIN = ["torch==2.14.*", "torchvision==0.29.*", "onnx>=1.16"]
+TRAIN = ["torch==2.14.*", "torchvision==0.29.*"]
 DEV = [
     "pytest>=7",
     "pytest-timeout>=2",
