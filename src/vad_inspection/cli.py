@@ -23,13 +23,6 @@ from vad_inspection.vad.calibration import CalibrationError
 from vad_inspection.vad.preprocess import InputError
 from vad_inspection.vad.registry import BASELINES, MODELS, CommonOptions
 
-# What `vad-inspection demo` evaluates: the real datasets shipped beside the project, each at the
-# resolution its images are meant to be scored at.
-DEMO_DATASETS: tuple[tuple[str, int], ...] = (
-    ("magnetic_tile:{root}/magnetic_tile", 256),
-    ("crackforest:{root}/crackforest?tile=64", 64),
-)
-
 
 def _settings(text: str) -> tuple[int, ...]:
     try:
@@ -215,19 +208,28 @@ def main(argv: Sequence[str] | None = None) -> int:
             ]
             return _run(entries, args, args.out)
         if args.command == "demo":
+            from vad_inspection.demo import DEMO_MODELS, DemoOptions, run_demo
+
             print(
-                "vad-inspection demo: the detector, recorder and replay nodes are not built yet;\n"
-                "this runs the best end-to-end job that exists: the evaluation harness on the\n"
-                "real "
-                f"datasets in {args.data_root} (models: {', '.join(args.model or BASELINES)})."
+                "vad-inspection demo: the detector, recorder and replay nodes are not built yet,\n"
+                "so this runs the best end-to-end job that exists: every model under the three\n"
+                f"evaluation settings on the real datasets in {args.data_root}, then PatchCore\n"
+                "fitted on normal magnetic tiles and its heat maps on defective ones."
             )
-            entries = [
-                SuiteEntry(
-                    open_dataset(spec.format(root=args.data_root)), size, _split_options(args)
-                )
-                for spec, size in DEMO_DATASETS
-            ]
-            return _run(entries, args, args.out)
+            options = DemoOptions(
+                data_root=args.data_root,
+                out=args.out,
+                models=tuple(args.model or DEMO_MODELS),
+                settings=args.settings,
+                max_train=args.max_train or 200,
+                seed=args.seed,
+                threshold_k=args.threshold_k,
+                common=_common(args, 256),
+            )
+            result = run_demo(options)
+            print(result.table.to_text())
+            print("wrote:", *(str(p) for p in result.outputs if p.parent == args.out), sep="\n  ")
+            return 0
     except (
         DatasetError, SplitError, MetricError, ArtifactError, BackboneError, CalibrationError,
         InputError, KeyError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from vad_inspection.vad.preprocess import as_hwc, resize_image
+from vad_inspection.vad.preprocess import as_hwc
 
 
 def to_display_rgb(image: np.ndarray) -> np.ndarray:
@@ -24,12 +24,14 @@ def to_display_rgb(image: np.ndarray) -> np.ndarray:
 def overlay(
     image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, contour_at: float | None = 0.5
 ) -> np.ndarray:
-    """Blend a [0, 1] heat map (JET colours) over the image, resized to the heat map's grid.
+    """Blend a [0, 1] heat map (JET colours) over the image at the image's own resolution.
 
     ``contour_at`` outlines the region at or above that level (0.5 = the calibrated threshold
     when the map is normalised), so the decision is visible, not only the colours.
     """
-    rgb = resize_image(to_display_rgb(image), heat.shape)
+    rgb = to_display_rgb(image)
+    height, width = rgb.shape[:2]
+    heat = cv2.resize(heat.astype(np.float32), (width, height), interpolation=cv2.INTER_LINEAR)
     heat8 = (np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)
     colours = cv2.cvtColor(cv2.applyColorMap(heat8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     blended = cv2.addWeighted(rgb, 1.0 - alpha, colours, alpha, 0.0)

@@ -1,0 +1,91 @@
+"""The command line end to end, on a small dataset written in the MVTec layout."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from scenes import scene
+from vad_inspection.cli import main
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def mvtec(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiles/{train/good, test/good, test/blob, ground_truth/blob}: 30 + 10 + 10 images."""
+    root = tmp_path_factory.mktemp("mvtec") / "tiles"
+    rng = np.random.default_rng(0)
+    for folder, count, defect in (("train/good", 30, False), ("test/good", 10, False),
+                                  ("test/blob", 10, True)):  # fmt: skip
+        (root / folder).mkdir(parents=True)
+        for i in range(count):
+            image, mask = scene(rng, SIZE, defect)
+            cv2.imwrite(str(root / folder / f"{i:03d}.png"), image[:, :, ::-1])
+            if defect:
+                (root / "ground_truth/blob").mkdir(parents=True, exist_ok=True)
+                path = root / "ground_truth/blob" / f"{i:03d}_mask.png"
+                cv2.imwrite(str(path), mask.astype(np.uint8) * 255)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VAD_INSPECTION_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def test_eval_writes_the_papers_table_curves_and_manifests(
+    mvtec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval"
+    code = main(["eval", "--data", f"mvtec:{mvtec}", "--size", str(SIZE), "--settings", "1,2",
+                 "--model", "darkest_pixel", "--model", "patchcore", "-o", str(out),
+                 "--no-progress"])  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "S1 image_auroc" in printed and "patchcore" in printed
+    with (out / "results.csv").open(newline="") as stream:
+        rows = {row["model"]: row for row in csv.DictReader(stream)}
+    assert set(rows) == {"darkest_pixel", "patchcore"}
+    assert float(rows["patchcore"]["S1 image_auroc"]) >= 0.9  # the blobs are unmistakable
+    assert 0.0 <= float(rows["darkest_pixel"]["S2 pixel_auroc"]) <= 1.0
+    assert "**" in (out / "results.md").read_text()
+    curves = cv2.imread(str(out / "curves_mvtec_tiles.png"))
+    assert curves is not None and curves.std() > 0
+    assert (out / "splits" / "mvtec_tiles_s1.csv").read_text().count("\n") == 50 + 1
+
+
+def test_fit_then_predict_writes_overlays_and_survives_a_corrupt_file(
+    mvtec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "tiles.vad"
+    assert main(["fit", "--method", "patchcore", "--data", f"mvtec:{mvtec}", "--size",
+                 str(SIZE), "-o", str(model), "--no-progress"]) == 0  # fmt: skip
+    assert "threshold" in capsys.readouterr().out
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    defect = mvtec / "test/blob/000.png"
+    normal = mvtec / "test/good/000.png"
+    out = tmp_path / "overlays"
+    code = main(["predict", str(defect), str(normal), str(corrupt), "--model", str(model),
+                 "-o", str(out), "--no-progress"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "ANOMALOUS" in captured.out.splitlines()[0]
+    assert "corrupt.png: ERROR" in captured.err
+    overlay = cv2.imread(str(out / "000_overlay.png"))
+    assert overlay is not None and overlay.shape == (SIZE, SIZE, 3)
+    assert "1 failed" in captured.out
+
+
+def test_missing_dataset_and_missing_model_exit_2_with_the_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["eval", "--data", f"magnetic_tile:{tmp_path}/nope", "-o", str(tmp_path)]) == 2
+    assert str(tmp_path / "nope") in capsys.readouterr().err
+    assert main(["predict", str(tmp_path), "--model", str(tmp_path / "m.vad")]) == 2
+    assert "m.vad does not exist" in capsys.readouterr().err
