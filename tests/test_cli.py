@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from scenes import scene
+
 from vad_inspection.cli import main
 
 SIZE = 64
