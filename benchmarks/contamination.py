@@ -24,7 +24,7 @@ from vad_inspection.vad.backbones import load_onnx
 from vad_inspection.vad.patchcore import PatchCore, PatchCoreConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from scenes import scene  # noqa: E402  (the tests' synthetic scenes, one definition)
+from scenes import scene
 
 
 def synthetic_dataset(n_normal: int, n_anomalous: int, size: int, seed: int) -> Dataset:
