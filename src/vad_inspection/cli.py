@@ -125,9 +125,17 @@ def _run(entries: list[SuiteEntry], args: argparse.Namespace, out: Path) -> int:
         seed=args.seed,
         config=config,
     )
-    print(result.table.to_text())
+    print(_console_table(result))
     print("wrote:", *(str(p) for p in result.outputs if p.parent == out), sep="\n  ")
     return 0
+
+
+def _console_table(result) -> str:
+    """The headline metrics only: the full table (CSV, Markdown) is too wide for a terminal."""
+    from vad_inspection.eval.report import results_table
+
+    table = results_table(result.rows, ("image_auroc", "pixel_auroc", "aupro", "latency_ms"))
+    return table.to_text() + "\n(all metrics: results.md / results.csv)"
 
 
 def _split_options(args: argparse.Namespace) -> dict[str, object]:
@@ -227,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 common=_common(args, 256),
             )
             result = run_demo(options)
-            print(result.table.to_text())
+            print(_console_table(result))
             print("wrote:", *(str(p) for p in result.outputs if p.parent == args.out), sep="\n  ")
             return 0
     except (
