@@ -59,11 +59,12 @@ def test_eval_writes_the_papers_table_curves_and_manifests(
     assert (out / "splits" / "mvtec_tiles_s1.csv").read_text().count("\n") == 50 + 1
 
 
+@pytest.mark.parametrize("method", ["patchcore", "padim"])
 def test_fit_then_predict_writes_overlays_and_survives_a_corrupt_file(
-    mvtec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    method: str, mvtec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     model = tmp_path / "tiles.vad"
-    assert main(["fit", "--method", "patchcore", "--data", f"mvtec:{mvtec}", "--size",
+    assert main(["fit", "--method", method, "--data", f"mvtec:{mvtec}", "--size",
                  str(SIZE), "-o", str(model), "--no-progress"]) == 0  # fmt: skip
     assert "threshold" in capsys.readouterr().out
     corrupt = tmp_path / "corrupt.png"

@@ -16,6 +16,7 @@ from vad_inspection.vad.backbones import RANDOM, load_onnx
 from vad_inspection.vad.base import AnomalyModel
 from vad_inspection.vad.baselines import DarkestPixel, LocalContrast
 from vad_inspection.vad.calibration import Calibration
+from vad_inspection.vad.padim import PaDiM, PaDiMConfig
 from vad_inspection.vad.patchcore import PatchCore, PatchCoreConfig
 
 
@@ -50,14 +51,21 @@ def _patchcore(common: CommonOptions, **options: object) -> PatchCore:
     return PatchCore(config, load_onnx(common.backbone, common.weights, common.seed))
 
 
+def _padim(common: CommonOptions, **options: object) -> PaDiM:
+    config = _config(PaDiMConfig, common, options)
+    return PaDiM(config, load_onnx(common.backbone, common.weights, common.seed))
+
+
 MODELS: dict[str, Callable[..., AnomalyModel]] = {
     "darkest_pixel": lambda common, **_: DarkestPixel(),
     "local_contrast": lambda common, **_: LocalContrast(),
     "patchcore": _patchcore,
+    "padim": _padim,
 }
 BASELINES: tuple[str, ...] = ("darkest_pixel", "local_contrast")
 LOADERS: dict[str, Callable[[artifact.Artifact], AnomalyModel]] = {
     "patchcore": PatchCore.from_artifact,
+    "padim": PaDiM.from_artifact,
 }
 
 
