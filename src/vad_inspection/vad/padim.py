@@ -1,0 +1,281 @@
+"""PaDiM (Defard et al., "PaDiM: a Patch Distribution Modeling Framework for Anomaly Detection and
+Localization", ICPR 2020).
+
+The paper's steps, in order:
+1. Embedding extraction: the activations of three layers of a pretrained CNN (the finest grid
+   first) are brought to the finest layer's grid and concatenated, giving one embedding vector
+   x_ij per patch position (i, j) of the image.
+2. Random dimensionality reduction: a fixed random subset of d of the embedding's channels is kept
+   (the paper finds it as good as PCA and cheaper); d = 100 for ResNet18, 550 for WideResNet50.
+3. Learning of the normality: at every patch position a multivariate Gaussian N(mu_ij, Sigma_ij)
+   is fitted to the N training vectors, with the sample covariance regularised by epsilon * I
+   (epsilon = 0.01) so that it stays invertible even with fewer images than dimensions.
+4. Inference: the anomaly score of a test patch is its Mahalanobis distance
+   M(x_ij) = sqrt((x_ij - mu_ij)^T Sigma_ij^-1 (x_ij - mu_ij)); the distances form the anomaly map,
+   upsampled to the input size and Gaussian-smoothed (sigma 4); the image score is its maximum.
+
+Fitting and scoring use ONNX Runtime and NumPy only. Where the paper is silent the numerics follow
+anomalib 2.7 (``models/image/padim``), so that the same weights, channel subset and inputs give the
+same numbers: deeper taps are upsampled with *nearest* interpolation before the channel subset is
+taken; the covariance is the unbiased one (N - 1) plus 0.01 I, plus a further 1e-5 I stabiliser;
+the distance map is upsampled *bilinearly* (align_corners=False) and blurred with a reflect-padded
+Gaussian of width 2 * int(4 sigma + 0.5) + 1; the image score is the maximum of the blurred map.
+
+The channel subset is drawn here with ``numpy.random.default_rng(seed).permutation`` (the first d
+entries, in drawn order), the NumPy counterpart of anomalib 2.7's ``torch.randperm(D)[:d]``
+(anomalib before 1.0 used Python's ``random.sample``). The generators differ, so the subsets
+differ for the same seed: pass ``PaDiMConfig(channel_index=...)`` to impose another
+implementation's subset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from vad_inspection.vad.artifact import Artifact
+from vad_inspection.vad.backbones import get_spec
+from vad_inspection.vad.base import Prediction
+from vad_inspection.vad.features import FeatureExtractor
+from vad_inspection.vad.ops import gaussian_blur, resize_bilinear, resize_nearest
+from vad_inspection.vad.preprocess import InputError, InputSpec, as_hwc, to_network_input
+
+#: The paper's reduced dimension d per backbone (anomalib's ``_N_FEATURES_DEFAULTS``); MobileNetV2,
+#: which neither uses, gets the ResNet18 value.
+N_FEATURES_DEFAULTS: dict[str, int] = {"resnet18": 100, "wide_resnet50_2": 550, "mobilenet_v2": 100}
+
+#: Added on top of the regularisation by anomalib before inversion (multi_variate_gaussian.py).
+STABILISER = 1e-5
+
+#: Memory budget (bytes) of the float64 temporaries of one chunk of positions during fitting.
+CHUNK_BYTES = 64 * 2**20
+
+
+def select_channels(total: int, n_features: int, seed: int) -> np.ndarray:
+    """A random subset of ``n_features`` of ``total`` channel indices, in drawn order."""
+    if not 0 < n_features <= total:
+        raise ValueError(
+            f"n_features must be in 1..{total} (the embedding's size); got {n_features}"
+        )
+    return np.random.default_rng(seed).permutation(total)[:n_features].astype(np.int64)
+
+
+def gaussian_parameters(
+    vectors: np.ndarray, regularisation: float, chunk: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean ``(L, D)`` and inverse regularised covariance ``(L, D, D)``, both float32.
+
+    ``vectors``: ``(L, N, D)``, the N training vectors at each of L positions. Computed in float64,
+    ``chunk`` positions at a time (default: as many as fit in :data:`CHUNK_BYTES`), each chunk with
+    one batched matrix product and one batched inversion -- no Python loop over positions.
+    """
+    positions, n, dim = vectors.shape
+    if n < 2:
+        raise InputError(f"a sample covariance needs at least two vectors per position; got {n}")
+    if chunk is None:
+        chunk = max(1, CHUNK_BYTES // (8 * (2 * n * dim + 2 * dim * dim)))
+    mean = np.empty((positions, dim), dtype=np.float32)
+    inverse = np.empty((positions, dim, dim), dtype=np.float32)
+    diagonal = np.arange(dim)
+    for start in range(0, positions, chunk):
+        x = vectors[start : start + chunk].astype(np.float64)  # (c, N, D)
+        mu = x.mean(axis=1, keepdims=True)
+        x -= mu
+        covariance = np.matmul(x.transpose(0, 2, 1), x) / (n - 1)
+        covariance[:, diagonal, diagonal] += regularisation
+        covariance[:, diagonal, diagonal] += STABILISER
+        mean[start : start + chunk] = mu[:, 0]
+        inverse[start : start + chunk] = np.linalg.inv(covariance)
+    return mean, inverse
+
+
+def mahalanobis(vectors: np.ndarray, mean: np.ndarray, inverse: np.ndarray) -> np.ndarray:
+    """Distances ``(L, n)`` of ``vectors`` ``(L, n, D)`` to the per-position Gaussians."""
+    delta = np.ascontiguousarray(vectors) - mean[:, None, :]
+    squared = (np.matmul(delta, inverse) * delta).sum(axis=2)
+    return np.sqrt(np.maximum(squared, 0.0))
+
+
+@dataclass(frozen=True)
+class PaDiMConfig:
+    """Hyper-parameters, with the paper's defaults where it gives them.
+
+    ``taps``: the three layers, finest first (None: the backbone's three). ``n_features``: d, the
+    size of the random channel subset (None: :data:`N_FEATURES_DEFAULTS`, capped at the embedding
+    size). ``channel_index``: an explicit subset (indices into the concatenated taps, in the order
+    the embedding should hold them), which overrides the random draw. ``regularisation``: epsilon
+    of Sigma + epsilon I. ``sigma``: of the Gaussian smoothing of the anomaly map.
+    """
+
+    backbone: str = "mobilenet_v2"
+    taps: tuple[str, ...] | None = None
+    size: tuple[int, int] = (256, 256)
+    n_features: int | None = None
+    channel_index: tuple[int, ...] | None = None
+    sigma: float = 4.0
+    regularisation: float = 0.01
+    batch_size: int = 8
+    seed: int = 0
+    progress: bool = False
+
+    def resolved_taps(self) -> tuple[str, ...]:
+        return tuple(self.taps) if self.taps else get_spec(self.backbone).taps
+
+
+class PaDiM:
+    """Per-position Gaussian anomaly detector; see the module docstring for the method."""
+
+    name = "padim"
+
+    def __init__(self, config: PaDiMConfig, backbone_onnx: bytes) -> None:
+        self.config = config
+        self.backbone_onnx = backbone_onnx
+        self.extractor = FeatureExtractor(backbone_onnx)
+        self.taps = config.resolved_taps()
+        self.input_spec: InputSpec | None = None
+        self.channel_index: np.ndarray | None = None
+        self.mean: np.ndarray | None = None
+        self.inv_covariance: np.ndarray | None = None
+        self.training_images = 0
+
+    # -- steps 1 and 2: embedding vectors, random dimensionality reduction ---------------------
+    def tap_channels(self) -> tuple[int, ...]:
+        """Channel count of each tap, from the graph or, if it does not say, from a probe run."""
+        shapes = {o.name: o.shape for o in self.extractor.session.get_outputs()}
+        channels = [shapes.get(t, [None, None])[1] for t in self.taps]
+        if all(isinstance(c, int) for c in channels):
+            return tuple(channels)
+        probe = np.zeros((1, 3, *self.config.size), dtype=np.float32)
+        maps = self.extractor(probe, self.taps)
+        return tuple(maps[t].shape[1] for t in self.taps)
+
+    def resolve_channel_index(self) -> np.ndarray:
+        """The explicit subset of the config, or a seeded random one of size d."""
+        total = sum(self.tap_channels())
+        explicit, n_features = self.config.channel_index, self.config.n_features
+        if explicit is not None:
+            index = np.asarray(explicit, dtype=np.int64)
+            if index.ndim != 1 or len(index) == 0 or len(np.unique(index)) != len(index):
+                raise ValueError("channel_index must be a non-empty list of distinct channels")
+            if index.min() < 0 or index.max() >= total:
+                raise ValueError(f"channel_index must lie in 0..{total - 1}; got {index.max()}")
+            if n_features is not None and n_features != len(index):
+                raise ValueError(
+                    f"n_features={n_features} contradicts a channel_index of {len(index)} entries"
+                )
+            return index
+        if n_features is None:
+            n_features = min(N_FEATURES_DEFAULTS.get(self.config.backbone, total), total)
+        return select_channels(total, n_features, self.config.seed)
+
+    def embed(self, batch: np.ndarray) -> np.ndarray:
+        """Reduced embedding vectors ``(N, d, h, w)`` for a network-ready batch ``(N, 3, H, W)``.
+
+        Only the selected channels of each tap are upsampled (nearest, to the first tap's grid);
+        the result holds them in ``channel_index`` order, as anomalib's ``index_select`` does.
+        """
+        if self.channel_index is None:
+            raise RuntimeError("PaDiM has no channel subset yet: call fit() or load a model first")
+        maps = self.extractor(batch, self.taps)
+        grid = maps[self.taps[0]].shape[-2:]
+        out = np.empty((len(batch), len(self.channel_index), *grid), dtype=np.float32)
+        offset = 0
+        for tap in self.taps:
+            features = maps[tap]
+            channels = features.shape[1]
+            chosen = np.flatnonzero(
+                (self.channel_index >= offset) & (self.channel_index < offset + channels)
+            )
+            if len(chosen):
+                subset = features[:, self.channel_index[chosen] - offset]
+                out[:, chosen] = resize_nearest(subset, grid)
+            offset += channels
+        return out
+
+    def _vectors(self, images: Sequence[np.ndarray], desc: str):
+        """Per batch: embedding vectors as ``(L, n, d)`` (C-contiguous) and the grid ``(h, w)``."""
+        size = self.config.batch_size
+        for i in tqdm(
+            range(0, len(images), size), desc=desc, unit="batch", disable=not self.config.progress
+        ):
+            embedding = self.embed(to_network_input(images[i : i + size], self.input_spec))
+            n, dim, h, w = embedding.shape
+            vectors = np.ascontiguousarray(embedding.reshape(n, dim, h * w).transpose(2, 0, 1))
+            yield vectors, (h, w)
+
+    # -- step 3: learning of the normality ------------------------------------------------------
+    def fit(self, images: Sequence[np.ndarray]) -> None:
+        if len(images) < 2:
+            raise InputError(
+                f"PaDiM needs at least two normal training images (a sample covariance per "
+                f"patch position); got {len(images)}"
+            )
+        channels = as_hwc(np.asarray(images[0])).shape[2]
+        self.input_spec = InputSpec.for_channels(channels, self.config.size)
+        self.channel_index = self.resolve_channel_index()
+        vectors: np.ndarray | None = None
+        done = 0
+        for part, _ in self._vectors(images, "PaDiM features"):
+            if vectors is None:
+                vectors = np.empty((part.shape[0], len(images), part.shape[2]), np.float32)
+            vectors[:, done : done + part.shape[1]] = part
+            done += part.shape[1]
+        self.mean, self.inv_covariance = gaussian_parameters(vectors, self.config.regularisation)
+        self.training_images = len(images)
+
+    # -- step 4: inference ---------------------------------------------------------------------
+    def predict(self, images: Sequence[np.ndarray]) -> Prediction:
+        if self.input_spec is None or self.mean is None or self.inv_covariance is None:
+            raise RuntimeError("PaDiM is not fitted: call fit() or load a model first")
+        maps = []
+        for vectors, (h, w) in self._vectors(images, "PaDiM scoring"):
+            n = vectors.shape[1]
+            distances = mahalanobis(vectors, self.mean, self.inv_covariance)
+            maps.append(resize_bilinear(distances.T.reshape(n, 1, h, w), self.input_spec.size))
+        blurred = gaussian_blur(np.concatenate(maps)[:, 0], self.config.sigma)
+        return Prediction(scores=blurred.max(axis=(1, 2)).astype(np.float32), maps=blurred)
+
+    # -- persistence ---------------------------------------------------------------------------
+    def to_artifact(self) -> Artifact:
+        if self.mean is None or self.inv_covariance is None or self.input_spec is None:
+            raise RuntimeError("PaDiM is not fitted: nothing to save")
+        config = {
+            **asdict(self.config),
+            "taps": list(self.taps),
+            "size": list(self.config.size),
+            "channel_index": (
+                None if self.config.channel_index is None else list(self.config.channel_index)
+            ),
+        }
+        return Artifact(
+            meta={
+                "method": self.name,
+                "config": config,
+                "input": self.input_spec.to_dict(),
+                "training_images": self.training_images,
+            },
+            graphs={"backbone": self.backbone_onnx},
+            arrays={
+                "mean": self.mean,
+                "inv_covariance": self.inv_covariance,
+                "channel_index": self.channel_index,
+            },
+        )
+
+    @classmethod
+    def from_artifact(cls, artifact: Artifact) -> PaDiM:
+        config = dict(artifact.meta["config"])
+        config["taps"] = tuple(config["taps"])
+        config["size"] = tuple(config["size"])
+        if config.get("channel_index") is not None:
+            config["channel_index"] = tuple(config["channel_index"])
+        model = cls(PaDiMConfig(**config), artifact.graphs["backbone"])
+        model.input_spec = InputSpec.from_dict(artifact.meta["input"])
+        model.channel_index = np.asarray(artifact.arrays["channel_index"], dtype=np.int64)
+        model.mean = np.ascontiguousarray(artifact.arrays["mean"], np.float32)
+        model.inv_covariance = np.ascontiguousarray(artifact.arrays["inv_covariance"], np.float32)
+        model.training_images = int(artifact.meta["training_images"])
+        return model

@@ -1,0 +1,213 @@
+"""PaDiM: fidelity to an independent torch reference, planted defects, persistence, errors."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scenes import scenes
+
+from vad_inspection.eval.metrics import auroc, pixel_auroc
+from vad_inspection.vad import artifact
+from vad_inspection.vad.backbones import load_onnx, torch_feature_model
+from vad_inspection.vad.padim import PaDiM, PaDiMConfig, gaussian_parameters
+from vad_inspection.vad.preprocess import InputError, InputSpec, to_network_input
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+SIZE = 64
+TOTAL_CHANNELS = 24 + 32 + 96  # mobilenet_v2's three taps
+
+
+@pytest.fixture(scope="module")
+def onnx(tmp_path_factory: pytest.TempPathFactory):
+    """Exported random-weight backbones by name, cached in a temporary directory only."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("VAD_INSPECTION_CACHE", str(tmp_path_factory.mktemp("cache")))
+    exported: dict[str, bytes] = {}
+
+    def get(name: str) -> bytes:
+        if name not in exported:
+            exported[name] = load_onnx(name, "random", 0)
+        return exported[name]
+
+    yield get
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def backbone(onnx) -> bytes:
+    return onnx("mobilenet_v2")
+
+
+def _model(graph: bytes, /, **options: object) -> PaDiM:
+    return PaDiM(PaDiMConfig(size=(SIZE, SIZE), **options), graph)
+
+
+def _reference(name: str, train: list, test: list, index: np.ndarray, sigma: float = 4.0):
+    """PaDiM written independently with torch ops in float64: scores and maps."""
+    net = torch_feature_model(name, "random", 0)
+    spec = InputSpec.for_channels(3, (SIZE, SIZE))
+    idx = torch.from_numpy(index)
+
+    def embed(images):
+        with torch.no_grad():
+            taps = net(torch.from_numpy(to_network_input(images, spec)))
+        grid = taps[0].shape[-2:]
+        full = torch.cat(
+            [taps[0], *(F.interpolate(t, size=grid, mode="nearest") for t in taps[1:])], 1
+        )
+        return torch.index_select(full, 1, idx).double()
+
+    train_emb = embed(train)
+    n, d, h, w = train_emb.shape
+    per_position = train_emb.reshape(n, d, h * w)
+    mean = per_position.mean(0)  # (d, L)
+    eye = torch.eye(d, dtype=torch.float64)
+    covariance = torch.stack(
+        [torch.cov(per_position[:, :, i].T) + 0.01 * eye + 1e-5 * eye for i in range(h * w)]
+    )
+    inverse = torch.linalg.inv(covariance)  # (L, d, d)
+
+    emb = embed(test).reshape(len(test), d, h * w)
+    delta = (emb - mean).permute(2, 0, 1)  # (L, n, d)
+    dist = torch.einsum("lnd,lde,lne->nl", delta, inverse, delta).clamp(min=0).sqrt()
+    maps = F.interpolate(dist.reshape(-1, 1, h, w), size=(SIZE, SIZE), mode="bilinear")
+    k = 2 * int(4 * sigma + 0.5) + 1
+    x = torch.arange(k, dtype=torch.float64) - k // 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    g = (g / g.sum())[:, None] * (g / g.sum())[None, :]
+    maps = F.conv2d(F.pad(maps, [k // 2] * 4, mode="reflect"), g[None, None])[:, 0]
+    return maps.amax(dim=(1, 2)).numpy(), maps.numpy()
+
+
+@pytest.mark.parametrize(
+    ("name", "total"),
+    [
+        # Random ResNet18 features vary about as much as epsilon = 0.01, so the fitted
+        # covariances matter; random MobileNetV2 features barely vary (the Gaussians are almost
+        # epsilon * I), which checks the embedding and the map on the second backbone.
+        ("resnet18", 64 + 128 + 256),
+        ("mobilenet_v2", TOTAL_CHANNELS),
+    ],
+)
+def test_matches_an_independent_torch_reference_with_an_imposed_channel_subset(
+    onnx, name: str, total: int
+) -> None:
+    # An unordered subset like anomalib's torch.randperm(D)[:d], imposed through the config.
+    index = torch.randperm(total, generator=torch.Generator().manual_seed(3))[:100]
+    train, _, _ = scenes(0, SIZE, 6)
+    test, _, _ = scenes(1, SIZE, 6, defect_every=2)
+    model = _model(onnx(name), backbone=name, channel_index=tuple(index.tolist()))
+    model.fit(train)
+    np.testing.assert_array_equal(model.channel_index, index.numpy())
+    assert model.mean.shape == (16 * 16, 100) and model.inv_covariance.shape == (256, 100, 100)
+    prediction = model.predict(test)
+    scores, maps = _reference(name, train, test, index.numpy())
+    np.testing.assert_allclose(prediction.scores, scores, rtol=1e-4)
+    np.testing.assert_allclose(prediction.maps, maps, rtol=1e-4, atol=1e-5 * maps.max())
+
+
+def test_chunked_gaussian_fit_equals_a_single_chunk() -> None:
+    vectors = np.random.default_rng(0).normal(size=(23, 5, 7)).astype(np.float32)
+    whole = gaussian_parameters(vectors, 0.01, chunk=23)
+    for chunk in (1, 4, 10):
+        parts = gaussian_parameters(vectors, 0.01, chunk=chunk)
+        np.testing.assert_array_equal(parts[0], whole[0])
+        np.testing.assert_allclose(parts[1], whole[1], rtol=1e-6)
+    reference = np.linalg.inv(np.cov(vectors[11].T.astype(np.float64)) + 0.01001 * np.eye(7))
+    np.testing.assert_allclose(whole[1][11], reference, rtol=1e-5)
+
+
+def test_finds_planted_defects(backbone: bytes) -> None:
+    train, _, _ = scenes(2, SIZE, 20)
+    test, labels, masks = scenes(3, SIZE, 24, defect_every=2)
+    model = _model(backbone)
+    model.fit(train)
+    prediction = model.predict(test)
+    assert auroc(labels, prediction.scores) >= 0.95
+    assert pixel_auroc(masks, prediction.maps) >= 0.9
+
+
+def test_two_training_images_suffice_thanks_to_regularisation(backbone: bytes) -> None:
+    train, _, _ = scenes(4, SIZE, 2)
+    model = _model(backbone)
+    model.fit(train)
+    prediction = model.predict(scenes(5, SIZE, 2, defect_every=2)[0])
+    assert np.isfinite(model.inv_covariance).all()
+    assert np.isfinite(prediction.maps).all() and (prediction.scores > 0).all()
+    with pytest.raises(InputError, match="at least two"):
+        model.fit(train[:1])
+
+
+def test_seed_fixes_the_channel_subset_and_the_fit(backbone: bytes) -> None:
+    train, _, _ = scenes(6, SIZE, 4)
+    models = []
+    for seed in (0, 0, 1):
+        model = _model(backbone, seed=seed)
+        model.fit(train)
+        models.append(model)
+    for name in ("channel_index", "mean", "inv_covariance"):
+        np.testing.assert_array_equal(getattr(models[0], name), getattr(models[1], name))
+    index = models[0].channel_index
+    assert len(index) == 100 and len(set(index.tolist())) == 100
+    assert index.min() >= 0 and index.max() < TOTAL_CHANNELS
+    assert not np.array_equal(index, models[2].channel_index)
+
+
+def test_n_features_defaults_to_all_channels_when_the_taps_have_fewer(backbone: bytes) -> None:
+    train, _, _ = scenes(7, SIZE, 3)
+    model = _model(backbone, taps=("features.3", "features.6"))
+    model.fit(train)
+    assert sorted(model.channel_index.tolist()) == list(range(24 + 32))
+    assert model.mean.shape == (256, 56)
+    small = _model(backbone, n_features=10)
+    small.fit(train)
+    assert small.mean.shape == (256, 10)
+    with pytest.raises(ValueError, match="n_features"):
+        _model(backbone, n_features=TOTAL_CHANNELS + 1).fit(train)
+    with pytest.raises(ValueError, match="channel_index"):
+        _model(backbone, channel_index=(0, TOTAL_CHANNELS)).fit(train)
+
+
+def test_save_load_round_trip_gives_identical_predictions(backbone: bytes, tmp_path: Path) -> None:
+    train, _, _ = scenes(8, SIZE, 5)
+    test, _, _ = scenes(9, SIZE, 4, defect_every=2)
+    model = _model(backbone, n_features=40, seed=5)
+    model.fit(train)
+    path = artifact.save(model.to_artifact(), tmp_path / "padim.vad")
+    stored = artifact.load(path)
+    assert stored.method == "padim"
+    assert stored.arrays["inv_covariance"].dtype == np.float32
+    assert stored.arrays["inv_covariance"].shape == (256, 40, 40)
+    assert stored.arrays["mean"].shape == (256, 40)
+    assert stored.meta["training_images"] == 5
+    loaded = PaDiM.from_artifact(stored)
+    assert loaded.config == replace(model.config, taps=model.taps)
+    assert loaded.input_spec == model.input_spec
+    np.testing.assert_array_equal(loaded.channel_index, model.channel_index)
+    before, after = model.predict(test), loaded.predict(test)
+    np.testing.assert_array_equal(after.scores, before.scores)
+    np.testing.assert_array_equal(after.maps, before.maps)
+
+
+def test_bad_inputs_raise_clear_errors(backbone: bytes) -> None:
+    model = _model(backbone)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.predict(scenes(10, SIZE, 1)[0])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        model.to_artifact()
+    with pytest.raises(InputError, match="at least two"):
+        model.fit([])
+    train, _, _ = scenes(10, SIZE, 3)
+    model.fit(train)
+    with pytest.raises(InputError, match=r"1 channel.*fitted on 3-channel"):
+        model.predict([train[0][:, :, :1]])
+    nan = train[0].astype(np.float32)
+    nan[3, 3, 0] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        model.predict([nan])
+    with pytest.raises(InputError, match="NaN"):
+        _model(backbone).fit([nan, train[1]])
