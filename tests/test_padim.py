@@ -12,7 +12,14 @@ from scenes import scenes
 from vad_inspection.eval.metrics import auroc, pixel_auroc
 from vad_inspection.vad import artifact
 from vad_inspection.vad.backbones import load_onnx, torch_feature_model
-from vad_inspection.vad.padim import PaDiM, PaDiMConfig, gaussian_parameters
+from vad_inspection.vad.padim import (
+    PaDiM,
+    PaDiMConfig,
+    gaussian_parameters,
+    mahalanobis,
+    pack_precision,
+    unpack_precision,
+)
 from vad_inspection.vad.preprocess import InputError, InputSpec, to_network_input
 
 torch = pytest.importorskip("torch")
@@ -121,6 +128,20 @@ def test_chunked_gaussian_fit_equals_a_single_chunk() -> None:
     np.testing.assert_allclose(whole[1][11], reference, rtol=1e-5)
 
 
+def test_packed_mahalanobis_equals_the_dense_quadratic_form() -> None:
+    rng = np.random.default_rng(4)
+    vectors = rng.normal(size=(9, 40, 3)).astype(np.float32)
+    mean, inverse = gaussian_parameters(vectors, 0.01)
+    packed = pack_precision(inverse)
+    assert packed.shape == (9, 6)
+    np.testing.assert_array_equal(unpack_precision(packed, 3), inverse)
+    test = rng.normal(size=(9, 5, 3)).astype(np.float32)
+    delta = test.astype(np.float64) - mean[:, None]
+    dense = np.sqrt(np.einsum("lnd,lde,lne->ln", delta, inverse.astype(np.float64), delta))
+    np.testing.assert_allclose(mahalanobis(test, mean, packed), dense, rtol=1e-5)
+    assert mahalanobis(mean[:, None, :], mean, packed).max() == 0.0
+
+
 def test_finds_planted_defects(backbone: bytes) -> None:
     train, _, _ = scenes(2, SIZE, 20)
     test, labels, masks = scenes(3, SIZE, 24, defect_every=2)
@@ -149,7 +170,7 @@ def test_seed_fixes_the_channel_subset_and_the_fit(backbone: bytes) -> None:
         model = _model(backbone, seed=seed)
         model.fit(train)
         models.append(model)
-    for name in ("channel_index", "mean", "inv_covariance"):
+    for name in ("channel_index", "mean", "precision"):
         np.testing.assert_array_equal(getattr(models[0], name), getattr(models[1], name))
     index = models[0].channel_index
     assert len(index) == 100 and len(set(index.tolist())) == 100
@@ -180,8 +201,8 @@ def test_save_load_round_trip_gives_identical_predictions(backbone: bytes, tmp_p
     path = artifact.save(model.to_artifact(), tmp_path / "padim.vad")
     stored = artifact.load(path)
     assert stored.method == "padim"
-    assert stored.arrays["inv_covariance"].dtype == np.float32
-    assert stored.arrays["inv_covariance"].shape == (256, 40, 40)
+    assert stored.arrays["precision_packed"].dtype == np.float32
+    assert stored.arrays["precision_packed"].shape == (256, 40 * 41 // 2)
     assert stored.arrays["mean"].shape == (256, 40)
     assert stored.meta["training_images"] == 5
     loaded = PaDiM.from_artifact(stored)
