@@ -22,10 +22,16 @@ def available_providers() -> list[str]:
 
 
 def make_session(model: bytes, threads: int | None = None) -> ort.InferenceSession:
-    """An inference session on the best available provider, with all graph optimisations."""
+    """An inference session on the best available provider, with all graph optimisations.
+
+    Intra-op threads do not spin after a run: a detector runs one frame, then NumPy and numba
+    scoring on the same few cores, and spinning threads steal those cores. Measured on the 2-core
+    machine (MobileNetV2, 256 px, single image): PatchCore 22.6 -> 14.7 ms, PaDiM 46.2 -> 25.1 ms.
+    """
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     threads = threads or int(os.environ.get("VAD_INSPECTION_THREADS", "0")) or None
     if threads:
         options.intra_op_num_threads = threads

@@ -18,6 +18,7 @@ from vad_inspection.vad.baselines import DarkestPixel, LocalContrast
 from vad_inspection.vad.calibration import Calibration
 from vad_inspection.vad.padim import PaDiM, PaDiMConfig
 from vad_inspection.vad.patchcore import PatchCore, PatchCoreConfig
+from vad_inspection.vad.vae import VAE, VAEConfig
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,17 @@ MODELS: dict[str, Callable[..., AnomalyModel]] = {
     "local_contrast": lambda common, **_: LocalContrast(),
     "patchcore": _patchcore,
     "padim": _padim,
+    "vae": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "vae"})),
+    "vae_plain": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "vae_plain"})),
+    "ae": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "ae"})),
 }
 BASELINES: tuple[str, ...] = ("darkest_pixel", "local_contrast")
 LOADERS: dict[str, Callable[[artifact.Artifact], AnomalyModel]] = {
     "patchcore": PatchCore.from_artifact,
     "padim": PaDiM.from_artifact,
+    "vae": VAE.from_artifact,
+    "vae_plain": VAE.from_artifact,
+    "ae": VAE.from_artifact,
 }
 
 

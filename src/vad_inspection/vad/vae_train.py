@@ -1,0 +1,512 @@
+"""Training side (torch) of the crack paper's VAE: network, loss terms, Grad-CAM, loop, export.
+
+Only :meth:`vad_inspection.vad.vae.VAE.fit` imports this module; inference runs the exported ONNX
+graph without torch.
+
+The model (García-de-la-Puente et al., IDEAL 2023; after Liu et al., CVPR 2020):
+
+* **Encoder**: five convolutional blocks (convolution, batch normalisation, leaky ReLU); the first
+  ``downsample`` halve the grid. The last block's output ``f`` (``K`` channels on an ``h x w``
+  grid) is flattened and mapped by two linear layers to the latent mean ``z_mu`` and log-variance
+  ``z_logvar`` (32-d). **Reparameterisation**: ``z = z_mu + exp(z_logvar / 2) * eps``.
+  **Decoder**: a linear layer back to ``K x h x w``, then the five blocks mirrored (transposed
+  convolutions where the encoder halved), and a last convolution to the image's channels.
+* **Loss**: ``L_VAE = ||x - x_hat||^2 + beta * KL(q(z|x) || N(0, I))``, both summed over the
+  pixels / latent dimensions of each image and averaged over the batch (the ELBO's scale).
+* **Grad-CAM attention** from the latent mean to the last encoder block:
+  ``alpha_k = mean_{p} d(sum_i z_mu_i) / d f_k(p)`` and ``a = sigmoid(sum_k alpha_k f_k)``,
+  upsampled bilinearly to the input. Grad-CAM is taken from the whole latent mean, i.e. the
+  gradient of ``sum_i z_mu_i`` (Liu et al. back-propagate a ones vector through ``z_mu``); one
+  weight per channel, not one map per latent dimension. Because ``z_mu = W vec(f) + b`` is linear
+  in ``f``, ``d z_mu_i / d f_k(p) = W[i, k, p]`` for every image, so
+  ``alpha_k = sum_i mean_p W[i, k, p]``: a constant of the trained model, computed here from the
+  weights (differentiably, so the constraint trains them) and folded into the exported graph.
+* **Coverage constraint** ``f_c(a) = 1 - mean(a) <= 0`` per image, imposed with the log-barrier
+  extension ``psi_t`` (Kervadec et al.): ``L = L_VAE + lambda * mean_images psi_t(f_c(a))``. The
+  mean over the batch rather than the sum keeps ``lambda`` independent of the batch size (a sum
+  is the same with ``lambda / batch``). As ``a`` is a sigmoid, ``f_c(a) > 0`` always: the barrier
+  works in its linear extension, a constant pressure ``lambda * t`` towards full coverage.
+
+The ablation variants: ``vae_plain`` drops the constraint; ``ae`` also drops sampling and the KL
+term (``z = z_mu``). Grad-CAM is still computed (and exported) for both, unconstrained.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from vad_inspection.vad.vae import GRAPH_INPUT, GRAPH_OUTPUTS, TrainingSummary, VAEConfig
+
+#: Threads for training: the development machines have two cores, shared.
+TORCH_THREADS = 2
+CHECKPOINT = "last.pt"
+#: Bound of the latent log-variance (variances between e^-8 and e^8 cover any sensible posterior).
+LOGVAR_BOUND = 8.0
+
+
+# --------------------------------------------------------------------------------------------
+# Loss terms: small pure functions, checked by hand in the tests
+# --------------------------------------------------------------------------------------------
+
+
+def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """L2 reconstruction error: squared error summed over each image, averaged over the batch."""
+    return ((x - x_hat) ** 2).flatten(1).sum(1).mean()
+
+
+def kl_divergence(z_mu: torch.Tensor, z_logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(z_mu, exp(z_logvar)) || N(0, I)) summed over latent dimensions, batch-averaged."""
+    return (-0.5 * (1.0 + z_logvar - z_mu**2 - z_logvar.exp()).sum(1)).mean()
+
+
+def log_barrier(z: torch.Tensor, t: float) -> torch.Tensor:
+    """Kervadec et al.'s log-barrier extension psi_t of the constraint ``z <= 0``, elementwise.
+
+    ``-(1/t) log(-z)`` for ``z <= -1/t^2``, else the tangent line ``t z - (1/t) log(1/t^2) + 1/t``:
+    equal in value and slope (t) at ``-1/t^2``, so it is smooth, finite for infeasible ``z`` and
+    still rewards going deeper into the feasible region.
+    """
+    edge = -1.0 / t**2
+    inside = -torch.log(-torch.clamp(z, max=edge)) / t  # clamp: no log of a positive number
+    outside = t * z - math.log(1.0 / t**2) / t + 1.0 / t
+    return torch.where(z <= edge, inside, outside)
+
+
+def coverage(a: torch.Tensor) -> torch.Tensor:
+    """The coverage constraint's left side ``f_c(a) = 1 - mean(a)``, one value per image."""
+    return 1.0 - a.flatten(1).mean(1)
+
+
+# --------------------------------------------------------------------------------------------
+# Network
+# --------------------------------------------------------------------------------------------
+
+
+def _block(
+    c_in: int, c_out: int, halve: bool, transposed: bool = False, shift: bool = True
+) -> nn.Sequential:
+    """Convolution (4x4 stride 2 where the grid halves or doubles, else 3x3), BN, leaky ReLU.
+
+    ``shift=False``: batch normalisation without its learned scale and shift (see
+    :class:`Encoder`)."""
+    if halve:
+        conv_type = nn.ConvTranspose2d if transposed else nn.Conv2d
+        conv = conv_type(c_in, c_out, kernel_size=4, stride=2, padding=1, bias=False)
+    else:
+        conv = nn.Conv2d(c_in, c_out, kernel_size=3, stride=1, padding=1, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(c_out, affine=shift), nn.LeakyReLU(0.2))
+
+
+def block_channels(width: int) -> tuple[int, ...]:
+    """Output channels of the five encoder blocks: doubling from ``width``, capped at 4x."""
+    return tuple(width * m for m in (1, 2, 4, 4, 4))
+
+
+class Encoder(nn.Module):
+    """Five blocks to the last feature map ``f``, then linear heads to ``z_mu``, ``z_logvar``.
+
+    The last block's batch normalisation has no learned shift: with one, the coverage constraint
+    can be met trivially by a constant offset of the channels Grad-CAM weighs (attention 1 on any
+    image). On CrackForest tiles this made no measurable difference to the attention map.
+    """
+
+    def __init__(self, config: VAEConfig, channels: int) -> None:
+        super().__init__()
+        halvings = config.grid_halvings()
+        widths = block_channels(config.width)
+        ins = (channels, *widths[:-1])
+        self.blocks = nn.Sequential(
+            *(
+                _block(i, o, n < halvings, shift=n < len(widths) - 1)
+                for n, (i, o) in enumerate(zip(ins, widths, strict=True))
+            )
+        )
+        self.grid = (config.size[0] >> halvings, config.size[1] >> halvings)
+        self.feature_shape = (widths[-1], *self.grid)
+        flat = math.prod(self.feature_shape)
+        self.z_mu = nn.Linear(flat, config.latent_dim)
+        self.z_logvar = nn.Linear(flat, config.latent_dim) if config.variational else None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``f``: the last encoder block's output, where Grad-CAM looks."""
+        return self.blocks(x)
+
+    def heads(self, f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``z_mu`` and ``z_logvar``; the log-variance is bounded to +-:data:`LOGVAR_BOUND` so that
+        one batch-norm hiccup early in training cannot overflow ``exp`` in the KL term."""
+        flat = f.flatten(1)
+        if self.z_logvar is None:
+            return self.z_mu(flat), None
+        return self.z_mu(flat), self.z_logvar(flat).clamp(-LOGVAR_BOUND, LOGVAR_BOUND)
+
+
+class Decoder(nn.Module):
+    """The encoder mirrored: linear to the last grid, five blocks back, a convolution out."""
+
+    def __init__(self, config: VAEConfig, channels: int, feature_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        halvings = config.grid_halvings()
+        widths = block_channels(config.width)
+        self.feature_shape = feature_shape
+        self.fc = nn.Linear(config.latent_dim, math.prod(feature_shape))
+        outs = (*widths[-2::-1], widths[0])  # mirror of the encoder's inputs, first block -> width
+        ins = widths[::-1]
+        self.blocks = nn.Sequential(
+            *(
+                _block(i, o, 4 - n < halvings, transposed=True)
+                for n, (i, o) in enumerate(zip(ins, outs, strict=True))
+            )
+        )
+        self.out = nn.Conv2d(widths[0], channels, kernel_size=3, padding=1)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        f = self.fc(z).view(-1, *self.feature_shape)
+        return self.out(self.blocks(f))
+
+
+class ConvVAE(nn.Module):
+    """Encoder + decoder; ``variational=False`` (the ``ae`` variant) is a plain autoencoder."""
+
+    def __init__(self, config: VAEConfig, channels: int) -> None:
+        super().__init__()
+        self.size = config.size
+        self.variational = config.variational
+        self.encoder = Encoder(config, channels)
+        self.decoder = Decoder(config, channels, self.encoder.feature_shape)
+
+    def gradcam_weights(self) -> torch.Tensor:
+        """``alpha_k = sum_i mean_p W_mu[i, k, p]`` (differentiable in the weights)."""
+        channels = self.encoder.feature_shape[0]
+        weight = self.encoder.z_mu.weight  # (latent, K * h * w), flattened as (K, h, w)
+        return weight.view(weight.shape[0], channels, -1).mean(2).sum(0)
+
+    def forward(
+        self, x: torch.Tensor, noise: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor | None]:
+        """Reconstruction, latent statistics and attention; samples ``z`` when ``noise`` given."""
+        f = self.encoder.features(x)
+        z_mu, z_logvar = self.encoder.heads(f)
+        z = z_mu
+        if noise is not None and z_logvar is not None:
+            eps = torch.randn(z_mu.shape, generator=noise, dtype=z_mu.dtype)
+            z = z_mu + torch.exp(0.5 * z_logvar) * eps
+        return {
+            "x_hat": self.decoder(z),
+            "z_mu": z_mu,
+            "z_logvar": z_logvar,
+            "attention": attention(f, self.gradcam_weights(), self.size),
+        }
+
+
+def attention(f: torch.Tensor, alpha: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``sigmoid(sum_k alpha_k f_k)`` upsampled bilinearly to ``size``: ``(N, 1, H, W)``."""
+    cam = (f * alpha.view(1, -1, 1, 1)).sum(1, keepdim=True)
+    return F.interpolate(torch.sigmoid(cam), size=size, mode="bilinear", align_corners=False)
+
+
+def gradcam_weights_autograd(net: ConvVAE, x: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM weights per image ``(N, K)`` by back-propagation, as Grad-CAM defines them.
+
+    The reference the folded constants are tested against: equal for every image, because
+    ``z_mu`` is linear in ``f``.
+    """
+    f = net.encoder.features(x).detach().requires_grad_(True)
+    z_mu, _ = net.encoder.heads(f)
+    (grad,) = torch.autograd.grad(z_mu.sum(), f)
+    return grad.mean(dim=(2, 3))
+
+
+def loss_terms(
+    net: ConvVAE, x: torch.Tensor, config: VAEConfig, noise: torch.Generator | None
+) -> dict[str, torch.Tensor]:
+    """Every term of the variant's loss and their weighted total."""
+    out = net(x, noise)
+    terms = {"reconstruction": reconstruction_loss(x, out["x_hat"])}
+    total = terms["reconstruction"]
+    if config.variational:
+        terms["kl"] = kl_divergence(out["z_mu"], out["z_logvar"])
+        total = total + config.beta * terms["kl"]
+    if config.constrained:
+        terms["coverage"] = log_barrier(coverage(out["attention"]), config.t).mean()
+        total = total + config.lam * terms["coverage"]
+    terms["total"] = total
+    return terms
+
+
+# --------------------------------------------------------------------------------------------
+# Training loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` hands back: the exported graph and what inference needs beside it."""
+
+    network: ConvVAE
+    onnx: bytes
+    gradcam_weights: np.ndarray
+    val_index: np.ndarray
+    summary: TrainingSummary
+    history: list[dict[str, float]]
+
+
+def held_out(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of ``count`` training images into (train, validation) index arrays.
+
+    The validation part stops training early and calibrates the thresholds; at least 2 images
+    when ``fraction > 0`` and there are enough, none otherwise.
+    """
+    n_val = round(count * fraction) if fraction > 0 else 0
+    if fraction > 0 and count >= 6:
+        n_val = max(2, n_val)
+    n_val = min(n_val, count - 2) if count > 2 else 0
+    order = np.random.default_rng([seed, 1]).permutation(count)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each image flipped and turned by a random one of the eight square symmetries."""
+    out = np.empty_like(batch)
+    square = batch.shape[2] == batch.shape[3]
+    for i, image in enumerate(batch):
+        turned = np.rot90(image, k=int(rng.integers(4)), axes=(1, 2)) if square else image
+        if rng.random() < 0.5:
+            turned = turned[:, :, ::-1]
+        if not square and rng.random() < 0.5:
+            turned = turned[:, ::-1, :]
+        out[i] = turned
+    return out
+
+
+def _batches(index: np.ndarray, size: int) -> list[np.ndarray]:
+    """Mini-batches; a last batch of one image (which batch norm cannot train on) is dropped."""
+    parts = [index[i : i + size] for i in range(0, len(index), size)]
+    return [p for p in parts if len(p) > 1 or len(index) == 1]
+
+
+def evaluate_loss(net: ConvVAE, data: np.ndarray, config: VAEConfig) -> dict[str, float]:
+    """Mean loss terms on held-out images, deterministic (eval mode, ``z = z_mu``)."""
+    net.eval()
+    sums: dict[str, float] = {}
+    count = 0
+    with torch.no_grad():
+        for part in _batches(np.arange(len(data)), max(config.batch_size, 2)):
+            terms = loss_terms(net, torch.from_numpy(data[part]), config, None)
+            for name, value in terms.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * len(part)
+            count += len(part)
+    return {name: value / max(count, 1) for name, value in sums.items()}
+
+
+def _resumable_config(config: VAEConfig) -> dict[str, object]:
+    """The options a checkpoint must match to be resumed (not scoring, epochs or patience)."""
+    ignored = {"progress", "checkpoint_dir", "map_source", "score", "sigma", "epochs", "patience",
+               "threshold_k", "threshold_quantile"}  # fmt: skip
+    return {k: v for k, v in asdict(config).items() if k not in ignored}
+
+
+def _fingerprint(data: np.ndarray) -> list[float]:
+    return [float(len(data)), float(data.sum(dtype=np.float64)), float(np.abs(data).sum())]
+
+
+@dataclass
+class _State:
+    """Everything a checkpoint holds to resume exactly where training stopped."""
+
+    epoch: int = 0
+    best_epoch: int = -1
+    best_val: float = math.inf
+    bad_epochs: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, float]] | None = None
+
+
+def _save_checkpoint(
+    path: Path, net: ConvVAE, optimiser: torch.optim.Optimizer, noise: torch.Generator,
+    state: _State, config: VAEConfig, data: np.ndarray,
+) -> None:  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "config": _resumable_config(config),
+            "fingerprint": _fingerprint(data),
+            "model": net.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "noise": noise.get_state(),
+            "state": asdict(state),
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def _load_checkpoint(
+    path: Path, net: ConvVAE, optimiser: torch.optim.Optimizer, noise: torch.Generator,
+    config: VAEConfig, data: np.ndarray,
+) -> _State | None:  # fmt: skip
+    """Restore a checkpoint written for the same options and data; None if there is none."""
+    if not path.is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved["config"] != _resumable_config(config):
+        raise ValueError(f"checkpoint {path} was written with other options; use another directory")
+    if not np.allclose(saved["fingerprint"], _fingerprint(data), rtol=1e-6):
+        raise ValueError(f"checkpoint {path} was written for other training images")
+    net.load_state_dict(saved["model"])
+    optimiser.load_state_dict(saved["optimiser"])
+    noise.set_state(saved["noise"])
+    return _State(**saved["state"])
+
+
+def train(data: np.ndarray, config: VAEConfig) -> TrainResult:
+    """Train the configured variant on normalised images ``(N, C, H, W)``; export to ONNX.
+
+    Seeded: the same data, options and seed give the same weights (one process, CPU). With
+    ``config.checkpoint_dir`` the state is saved after every epoch and a later call with the same
+    options and data resumes from it (also after the run finished: it then only re-exports).
+    """
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)
+    try:
+        return _train(np.ascontiguousarray(data, np.float32), config)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(data: np.ndarray, config: VAEConfig) -> TrainResult:
+    start = time.perf_counter()
+    train_index, val_index = held_out(len(data), config.val_fraction, config.seed)
+    torch.manual_seed(config.seed)
+    net = ConvVAE(config, data.shape[1])
+    optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
+    noise = torch.Generator().manual_seed(config.seed + 1)
+    checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
+    state = checkpoint and _load_checkpoint(checkpoint, net, optimiser, noise, config, data)
+    state = state or _State(history=[])
+    val_data = data[val_index]
+    epochs = tqdm(
+        range(state.epoch, config.epochs), desc=f"{config.variant} training", unit="epoch",
+        initial=state.epoch, total=config.epochs, disable=not config.progress,
+    )  # fmt: skip
+    for epoch in epochs:
+        if len(val_index) and state.bad_epochs >= config.patience:
+            break
+        train_loss = _train_epoch(net, optimiser, noise, data, train_index, config, epoch)
+        val_terms = evaluate_loss(net, val_data, config) if len(val_index) else {}
+        val_loss = val_terms.get("total", train_loss)
+        if val_loss < state.best_val:
+            state.best_val, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
+            state.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            state.bad_epochs += 1
+        state.epoch = epoch + 1
+        state.history.append(
+            {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
+            | {f"val_{k}": v for k, v in val_terms.items() if k != "total"}
+        )
+        epochs.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}", best=state.best_epoch)
+        if checkpoint:
+            _save_checkpoint(checkpoint, net, optimiser, noise, state, config, data)
+    if state.best_state is not None:
+        net.load_state_dict(state.best_state)
+    net.eval()
+    summary = TrainingSummary(
+        epochs_run=state.epoch,
+        best_epoch=state.best_epoch,
+        best_val_loss=float(state.best_val),
+        seconds=time.perf_counter() - start,
+        train_images=len(train_index),
+        val_images=len(val_index),
+        stopped_early=state.epoch < config.epochs,
+    )
+    return TrainResult(
+        network=net,
+        onnx=export_onnx(net),
+        gradcam_weights=net.gradcam_weights().detach().numpy().astype(np.float32),
+        val_index=val_index,
+        summary=summary,
+        history=list(state.history),
+    )
+
+
+def _train_epoch(
+    net: ConvVAE, optimiser: torch.optim.Optimizer, noise: torch.Generator, data: np.ndarray,
+    train_index: np.ndarray, config: VAEConfig, epoch: int,
+) -> float:  # fmt: skip
+    """One pass over the training images; the shuffle and augmentation are seeded per epoch, so
+    a resumed run draws the same batches as an uninterrupted one."""
+    net.train()
+    rng = np.random.default_rng([config.seed, 2, epoch])
+    total, count = 0.0, 0
+    for part in _batches(rng.permutation(train_index), config.batch_size):
+        batch = augment(data[part], rng) if config.augment else data[part]
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        loss = loss_terms(net, x, config, noise if config.variational else None)["total"]
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        total += float(loss.detach()) * len(part)
+        count += len(part)
+    return total / max(count, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------
+
+
+class Scorer(nn.Module):
+    """What inference needs from one forward pass, with the Grad-CAM weights as constants.
+
+    Outputs: ``error`` (N, 1, H, W) squared reconstruction error averaged over channels,
+    ``residual`` (N, 1, H, W) the signed error ``x - x_hat`` averaged over channels,
+    ``attention`` (N, 1, H, W) the upsampled Grad-CAM attention ``a``, ``score`` (N,) the mean
+    squared reconstruction error of each image. The reconstruction decodes ``z_mu`` (no sampling).
+    """
+
+    def __init__(self, net: ConvVAE) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("alpha", net.gradcam_weights().detach().clone())
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        f = self.net.encoder.features(image)
+        z_mu, _ = self.net.encoder.heads(f)
+        residual = image - self.net.decoder(z_mu)
+        error = (residual**2).mean(1, keepdim=True)
+        a = attention(f, self.alpha, self.net.size)
+        return error, residual.mean(1, keepdim=True), a, error.mean(dim=(1, 2, 3))
+
+
+def export_onnx(net: ConvVAE) -> bytes:
+    """The trained network as an ONNX graph (dynamic batch) with the outputs of :class:`Scorer`."""
+    scorer = Scorer(net).eval()
+    channels = net.decoder.out.out_channels
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but gives a plain static graph every ONNX Runtime
+        # runs (as for the backbones); the dynamo exporter needs onnxscript.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            scorer,
+            (torch.zeros(2, channels, *net.size),),
+            buffer,
+            input_names=[GRAPH_INPUT],
+            output_names=list(GRAPH_OUTPUTS),
+            dynamic_axes={name: {0: "batch"} for name in (GRAPH_INPUT, *GRAPH_OUTPUTS)},
+            opset_version=17,
+            dynamo=False,
+        )
+    return buffer.getvalue()

@@ -1,0 +1,277 @@
+"""The crack paper's VAE: loss terms by hand, Grad-CAM folding, ONNX fidelity, persistence,
+determinism, resumable training and torch-free inference. Tiny images, one or two epochs."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scenes import scenes
+
+from vad_inspection.vad import artifact
+from vad_inspection.vad.preprocess import InputError
+from vad_inspection.vad.registry import CommonOptions, create_model, load_model, save_model
+from vad_inspection.vad.vae import (
+    GRAPH_OUTPUTS,
+    VAE,
+    VAEConfig,
+    fit_input,
+    network_input,
+    tile_origins,
+)
+
+torch = pytest.importorskip("torch")
+T = pytest.importorskip("vad_inspection.vad.vae_train")
+
+SIZE = 16
+TINY = VAEConfig(size=(SIZE, SIZE), width=4, latent_dim=4, epochs=2, batch_size=8, patience=5)
+
+
+@pytest.fixture(scope="module")
+def images() -> list[np.ndarray]:
+    return scenes(0, SIZE, 24)[0]
+
+
+@pytest.fixture(scope="module")
+def fitted(images: list[np.ndarray]) -> VAE:
+    model = VAE(TINY)
+    model.fit(images)
+    return model
+
+
+# -- loss terms against hand computation ------------------------------------------------------
+
+
+def test_log_barrier_branches_by_hand() -> None:
+    t = 2.0  # edge -1/t^2 = -0.25
+    z = torch.tensor([-1.0, -0.5, 0.5, 0.0], dtype=torch.float64)
+    expected = [
+        0.0,  # -(1/2) log 1
+        -0.5 * math.log(0.5),  # 0.34657
+        2 * 0.5 - 0.5 * math.log(0.25) + 0.5,  # linear extension: 2.19315
+        -0.5 * math.log(0.25) + 0.5,  # 1.19315
+    ]
+    assert T.log_barrier(z, t).tolist() == pytest.approx(expected, abs=1e-12)
+
+
+def test_log_barrier_is_continuous_with_slope_t_at_the_edge() -> None:
+    t = 20.0
+    edge = -1.0 / t**2
+    below = torch.tensor(edge - 1e-9, dtype=torch.float64, requires_grad=True)
+    above = torch.tensor(edge + 1e-9, dtype=torch.float64, requires_grad=True)
+    at_edge = -math.log(-edge) / t
+    for z in (below, above):
+        value = T.log_barrier(z, t)
+        assert float(value.detach()) == pytest.approx(at_edge, abs=1e-6)
+        (slope,) = torch.autograd.grad(value, z)
+        assert float(slope) == pytest.approx(t, rel=1e-5)
+    # the two formulas agree exactly at the edge itself
+    linear = t * edge - math.log(1 / t**2) / t + 1 / t
+    assert linear == pytest.approx(at_edge, abs=1e-12)
+    assert not torch.isnan(T.log_barrier(torch.tensor([5.0, -5.0]), t)).any()
+
+
+def test_reconstruction_kl_and_coverage_by_hand() -> None:
+    x = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
+    x_hat = torch.tensor([[[[1.0, 1.0], [1.0, 1.0]]], [[[1.0, 0.0], [0.0, 0.0]]]])
+    # image 1: 0 + 1 + 4 + 9 = 14; image 2: 1; batch mean 7.5
+    assert float(T.reconstruction_loss(x, x_hat)) == pytest.approx(7.5)
+    mu = torch.tensor([[1.0, 0.0]])
+    logvar = torch.tensor([[0.0, math.log(2.0)]])
+    # -0.5 * [(1 + 0 - 1 - 1) + (1 + log 2 - 0 - 2)] = 1 - log(2) / 2
+    assert float(T.kl_divergence(mu, logvar)) == pytest.approx(1 - math.log(2) / 2)
+    assert float(T.kl_divergence(torch.zeros(3, 4), torch.zeros(3, 4))) == 0.0
+    a = torch.tensor([[[[1.0, 0.5], [0.5, 0.0]]], [[[1.0, 1.0], [1.0, 1.0]]]])
+    assert T.coverage(a).tolist() == pytest.approx([0.5, 0.0])
+
+
+def test_variants_have_the_loss_terms_of_the_ablation() -> None:
+    x = torch.randn(4, 3, SIZE, SIZE)
+    for variant, expected in [
+        ("vae", {"reconstruction", "kl", "coverage", "total"}),
+        ("vae_plain", {"reconstruction", "kl", "total"}),
+        ("ae", {"reconstruction", "total"}),
+    ]:
+        config = replace(TINY, variant=variant)
+        torch.manual_seed(0)
+        terms = T.loss_terms(T.ConvVAE(config, 3), x, config, torch.Generator().manual_seed(1))
+        assert set(terms) == expected
+        weighted = terms["reconstruction"] + config.beta * terms.get("kl", 0)
+        weighted = weighted + config.lam * terms.get("coverage", 0)
+        assert float(terms["total"].detach()) == pytest.approx(float(weighted.detach()), rel=1e-6)
+
+
+# -- network and Grad-CAM ---------------------------------------------------------------------
+
+
+def test_encoder_has_five_blocks_and_a_32_d_latent_by_default() -> None:
+    config = VAEConfig(size=(64, 64), width=4)
+    net = T.ConvVAE(config, 3)
+    assert len(net.encoder.blocks) == 5 and len(net.decoder.blocks) == 5
+    assert net.encoder.z_mu.out_features == 32 and net.encoder.z_logvar.out_features == 32
+    assert net.encoder.grid == (8, 8)  # three halving blocks for 64 px
+    out = net(torch.zeros(2, 3, 64, 64))
+    assert out["x_hat"].shape == (2, 3, 64, 64) and out["attention"].shape == (2, 1, 64, 64)
+    assert T.ConvVAE(replace(config, variant="ae"), 3).encoder.z_logvar is None
+
+
+def test_folded_gradcam_weights_equal_backpropagated_ones() -> None:
+    torch.manual_seed(0)
+    net = T.ConvVAE(TINY, 3).eval()
+    x = torch.randn(5, 3, SIZE, SIZE)
+    per_image = T.gradcam_weights_autograd(net, x)
+    folded = net.gradcam_weights().detach()
+    assert per_image.shape == (5, folded.shape[0])
+    torch.testing.assert_close(per_image, folded.expand_as(per_image), rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        f = net.encoder.features(x)
+        a = T.attention(f, folded, TINY.size)
+        manual = torch.sigmoid((f * per_image[:, :, None, None]).sum(1, keepdim=True))
+    manual = torch.nn.functional.interpolate(manual, size=TINY.size, mode="bilinear")
+    torch.testing.assert_close(a, manual, rtol=1e-5, atol=1e-6)
+    assert ((a > 0) & (a < 1)).all()
+
+
+# -- fitting, ONNX, persistence ---------------------------------------------------------------
+
+
+def test_onnx_outputs_equal_torch_within_1e_4(images: list[np.ndarray]) -> None:
+    spec, data = fit_input(images, TINY)
+    result = T.train(data, replace(TINY, epochs=1))
+    model = VAE(TINY)
+    model.input, model.graph = spec, result.onnx
+    batch = network_input(images[:6], spec)
+    onnx_out = model.run_graph(batch)
+    with torch.no_grad():
+        torch_out = T.Scorer(result.network.eval())(torch.from_numpy(batch))
+    for name, expected in zip(GRAPH_OUTPUTS, torch_out, strict=True):
+        np.testing.assert_allclose(onnx_out[name], expected.numpy(), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        result.gradcam_weights, result.network.gradcam_weights().detach().numpy()
+    )
+
+
+def test_fit_predict_calibrate_and_maps_at_input_resolution(fitted: VAE) -> None:
+    test_images, _, _ = scenes(1, SIZE, 4, defect_every=2)
+    prediction = fitted.predict(test_images)
+    assert prediction.scores.shape == (4,) and prediction.maps.shape == (4, SIZE, SIZE)
+    assert np.isfinite(prediction.maps).all()
+    assert fitted.summary.train_images + fitted.summary.val_images == 24
+    assert fitted.calibration is not None and fitted.calibration.rule == "mean+1std"
+    assert fitted.segment(test_images).shape == (4, SIZE, SIZE)
+    assert fitted.config.map_source == "reconstruction"
+    attention = fitted.with_options(map_source="attention")
+    assert attention.predict(test_images).maps.shape == (4, SIZE, SIZE)
+    assert attention.pixel_threshold is None  # calibrated for the other map: dropped
+
+
+def test_larger_frames_are_tiled_and_stitched(fitted: VAE) -> None:
+    assert tile_origins(64, 16) == [0, 16, 32, 48]
+    assert tile_origins(40, 16) == [0, 12, 24]
+    assert tile_origins(10, 16) == [0]
+    frame = np.concatenate([np.concatenate(scenes(2, SIZE, 3)[0], 1)] * 2, 0)  # 32 x 48
+    prediction = fitted.predict([frame])
+    assert prediction.maps.shape == (1, 32, 48)
+    tiles = fitted.predict([frame[:16, 16:32], frame[16:, 32:]])
+    np.testing.assert_allclose(prediction.maps[0, :16, 16:32], tiles.maps[0], atol=1e-6)
+    assert prediction.scores[0] >= tiles.scores.max() - 1e-6
+    small = fitted.predict([frame[:12, :10]])  # smaller than a tile: resized, map resized back
+    assert small.maps.shape == (1, 12, 10) and np.isfinite(small.maps).all()
+
+
+def test_save_load_round_trip(fitted: VAE, tmp_path: Path) -> None:
+    test_images, _, _ = scenes(3, SIZE, 5, defect_every=2)
+    path = save_model(fitted, tmp_path / "vae.vad", fitted.calibration)
+    loaded, calibration = load_model(path)
+    assert isinstance(loaded, VAE) and loaded.name == "vae"
+    assert loaded.config == fitted.config and loaded.input == fitted.input
+    assert calibration == fitted.calibration == loaded.calibration
+    assert loaded.pixel_threshold == fitted.pixel_threshold
+    assert loaded.summary == fitted.summary
+    before, after = fitted.predict(test_images), loaded.predict(test_images)
+    np.testing.assert_array_equal(before.scores, after.scores)
+    np.testing.assert_array_equal(before.maps, after.maps)
+    meta = artifact.load(path).meta
+    assert meta["input"]["network_channels"] == 3 and meta["graphs"] == ["vae"]
+
+
+def test_training_is_deterministic_under_a_seed(images: list[np.ndarray]) -> None:
+    _, data = fit_input(images, TINY)
+    first, second = T.train(data, TINY), T.train(data, TINY)
+    other = T.train(data, replace(TINY, seed=1))
+    for key, value in first.network.state_dict().items():
+        torch.testing.assert_close(value, second.network.state_dict()[key], rtol=0, atol=0)
+    assert first.onnx == second.onnx
+    assert first.history == second.history
+    assert not torch.equal(first.network.encoder.z_mu.weight, other.network.encoder.z_mu.weight)
+
+
+def test_resumed_training_equals_uninterrupted(images: list[np.ndarray], tmp_path: Path) -> None:
+    _, data = fit_input(images, TINY)
+    config = replace(TINY, epochs=3, checkpoint_dir=str(tmp_path / "ckpt"))
+    T.train(data, replace(config, epochs=1))  # "interrupted" after one epoch
+    assert (tmp_path / "ckpt" / T.CHECKPOINT).is_file()
+    resumed = T.train(data, config)
+    straight = T.train(data, replace(config, checkpoint_dir=None))
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
+    assert resumed.history == straight.history
+    for key, value in straight.network.state_dict().items():
+        torch.testing.assert_close(value, resumed.network.state_dict()[key], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="other options"):
+        T.train(data, replace(config, beta=2.0))
+
+
+def test_early_stopping_on_held_out_loss(
+    images: list[np.ndarray], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, data = fit_input(images, TINY)
+    losses = iter([5.0, 4.0, 4.5, 4.2, 1.0, 1.0])
+    monkeypatch.setattr(T, "evaluate_loss", lambda *_: {"total": next(losses)})
+    result = T.train(data, replace(TINY, epochs=6, patience=2))
+    assert result.summary.stopped_early and result.summary.epochs_run == 4
+    assert result.summary.best_epoch == 1 and result.summary.best_val_loss == 4.0
+    assert len(result.val_index) >= 2
+
+
+def test_gray_channels_and_wrong_channel_count(images: list[np.ndarray]) -> None:
+    spec, data = fit_input(images, replace(TINY, channels="gray"))
+    assert spec.image_channels == 3 and spec.network_channels == 1 and data.shape[1] == 1
+    np.testing.assert_allclose(network_input(images, spec), data, atol=1e-6)
+    with pytest.raises(InputError, match="3-channel"):
+        network_input([images[0][:, :, 0]], spec)
+
+
+def test_registry_builds_the_three_variants() -> None:
+    common = CommonOptions(size=32, seed=3)
+    for name in ("vae", "vae_plain", "ae"):
+        model = create_model(name, common, epochs=1)
+        assert isinstance(model, VAE) and model.name == name
+        assert model.config.size == (32, 32) and model.config.seed == 3
+    with pytest.raises(KeyError, match="no option"):
+        create_model("vae", common, coreset_ratio=0.1)
+
+
+def test_inference_does_not_import_torch(fitted: VAE, tmp_path: Path) -> None:
+    path = save_model(fitted, tmp_path / "vae.vad", fitted.calibration)
+    script = textwrap.dedent(
+        f"""
+        import sys
+        import numpy as np
+        from vad_inspection.vad.registry import load_model
+        model, calibration = load_model({str(path)!r})
+        images = [np.random.default_rng(0).integers(0, 255, ({SIZE}, {SIZE}, 3), np.uint8)]
+        prediction = model.predict(images)
+        assert prediction.maps.shape == (1, {SIZE}, {SIZE}), prediction.maps.shape
+        assert "torch" not in sys.modules, "inference imported torch"
+        print("ok", float(prediction.scores[0]))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("ok")

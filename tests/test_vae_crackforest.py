@@ -1,0 +1,94 @@
+"""The constrained VAE on real CrackForest 64 px tiles against the two trivial baselines.
+
+Setting 1 of the evaluation harness (seed 0), its thresholds and metrics; the margins asserted are
+the ones measured on the 2-core development machine (``benchmarks/vae.py``, README), less a small
+allowance for floating-point differences between CPUs. What is asserted is also what the README
+says: the reconstruction-error map beats both baselines at pixel level, the image score is level
+with the darkest-pixel baseline (not better), and the Grad-CAM attention map is worse than both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import shared_dataset
+
+from vad_inspection.data import open_dataset
+from vad_inspection.eval import metrics as M
+from vad_inspection.eval.runner import load_images, load_masks, predict_batched
+from vad_inspection.eval.settings import build_split
+from vad_inspection.vad.registry import BASELINES, CommonOptions, create_model
+
+pytest.importorskip("torch")
+pytestmark = pytest.mark.slow
+
+SIZE = 64
+TOLERANCE = 0.01
+
+
+def _metrics(model, val: np.ndarray, test: np.ndarray, labels, masks) -> dict[str, float]:
+    """Image AUROC, pixel AUROC and Dice with the harness's rules (runner.evaluate)."""
+    val_pred, test_pred = predict_batched(model, val, 64), predict_batched(model, test, 64)
+    predicted = test_pred.maps >= float(np.quantile(val_pred.maps, 0.99))
+    return {
+        "image_auroc": M.auroc(labels, test_pred.scores),
+        "pixel_auroc": M.pixel_auroc(masks, test_pred.maps),
+        "dice": M.dice(masks, predicted),
+    }
+
+
+@pytest.fixture(scope="module")
+def measured() -> dict[str, dict[str, float]]:
+    root = shared_dataset("crackforest")
+    split = build_split(open_dataset(f"crackforest:{root}?tile={SIZE}"), 1, seed=0)
+    train = load_images(split.train, SIZE, "train", False)
+    val = load_images(split.val, SIZE, "val", False)
+    test = load_images(split.test, SIZE, "test", False)
+    labels = np.array([s.label for s in split.test])
+    masks = load_masks(split.test, SIZE)
+    common = CommonOptions(size=SIZE, seed=0)
+    vae = create_model("vae", common)
+    vae.fit(list(train))
+    assert vae.summary.seconds < 600  # the issue's training budget on two cores
+    out = {
+        "vae_attention": _metrics(
+            vae.with_options(map_source="attention"), val, test, labels, masks
+        ),
+        "vae_reconstruction": _metrics(vae, val, test, labels, masks),
+    }
+    for name in BASELINES:
+        out[name] = _metrics(create_model(name, common), val, test, labels, masks)
+    print(out)
+    return out
+
+
+def test_reconstruction_map_beats_both_baselines_at_pixel_level(measured) -> None:
+    vae, dark, contrast = (
+        measured["vae_reconstruction"],
+        measured["darkest_pixel"],
+        measured["local_contrast"],
+    )
+    # measured: pixel AUROC 0.891 vs 0.831 / 0.875; Dice 0.344 vs 0.302 / 0.332
+    assert vae["pixel_auroc"] >= contrast["pixel_auroc"] + 0.016 - TOLERANCE
+    assert vae["pixel_auroc"] >= dark["pixel_auroc"] + 0.06 - TOLERANCE
+    assert vae["dice"] >= contrast["dice"] + 0.012 - TOLERANCE
+    assert vae["dice"] >= dark["dice"] + 0.042 - TOLERANCE
+
+
+def test_image_score_is_level_with_darkest_pixel_not_better(measured) -> None:
+    vae, dark, contrast = (
+        measured["vae_reconstruction"],
+        measured["darkest_pixel"],
+        measured["local_contrast"],
+    )
+    # measured: image AUROC 0.788 vs 0.791 (darkest pixel) and 0.712 (local contrast)
+    assert vae["image_auroc"] >= contrast["image_auroc"] + 0.076 - TOLERANCE
+    assert abs(vae["image_auroc"] - dark["image_auroc"]) <= 0.02
+
+
+def test_attention_map_does_not_beat_the_baselines(measured) -> None:
+    """The paper's claim does not hold on these tiles (README); if this fails, update it."""
+    attention = measured["vae_attention"]
+    for name in BASELINES:
+        assert attention["pixel_auroc"] < measured[name]["pixel_auroc"]
+        assert attention["dice"] < measured[name]["dice"]
