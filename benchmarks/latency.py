@@ -8,8 +8,9 @@ and saved; then, in one process, the models take turns in blocks of ``--block`` 
 uint8 images (preprocess + backbone + model + anomaly map, i.e. ``predict([image])``) until each
 has run ``--calls`` times after a warm-up: the rotation spreads a disturbance over all of them, and
 the blocks keep each model's arrays in cache as they would be in a detector serving one model
-(alternating every call made each model pay for the others' cache misses). Reported: median and p90 latency,
-the model file's size, and the process's resident-memory growth while loading and running it.
+(alternating every call made each model pay for the others' cache misses). Reported: median
+and p90 latency, the model file's size, and the process's resident-memory growth while loading
+and running it.
 
 Targets (issue 3): at most 25 ms per 256x256 image for MobileNetV2 PatchCore and PaDiM on the
 2-core development machine; model files no larger than the planetary paper's (PaDiM 10.7 MB,

@@ -120,9 +120,10 @@ class Receiver:
 def run_local(width: int, height: int, rate: float | None, count: int) -> dict:
     graph = LocalGraph()
     qos = FLOOD if rate is None else DEFAULT
-    with create_bus("local", "bench_sub", graph=graph) as sub_bus, create_bus(
-        "local", "bench_pub", graph=graph
-    ) as pub_bus:
+    with (
+        create_bus("local", "bench_sub", graph=graph) as sub_bus,
+        create_bus("local", "bench_pub", graph=graph) as pub_bus,
+    ):
         receiver = Receiver()
         sub_bus.create_subscription("/bench/image", IMAGE, receiver, qos)
         pub = pub_bus.create_publisher("/bench/image", IMAGE, qos)

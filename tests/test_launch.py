@@ -13,8 +13,9 @@ pytest.importorskip("launch_ros", reason="ROS 2 launch_ros is not installed here
 
 
 def _description():
-    spec = importlib.util.spec_from_file_location("inspection_launch",
-                                                  ROOT / "launch" / "inspection.launch.py")
+    spec = importlib.util.spec_from_file_location(
+        "inspection_launch", ROOT / "launch" / "inspection.launch.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.generate_launch_description()

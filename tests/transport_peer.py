@@ -94,9 +94,7 @@ def run_pub(args: argparse.Namespace) -> int:
     with _bus("peer_pub") as bus:
         pub = bus.create_publisher(args.topic, IMAGE, DEFAULT)
         names: set[str] = set()
-        bus.create_subscription(
-            READY_TOPIC, STRING, lambda m: names.add(m.data), LATCHED
-        )
+        bus.create_subscription(READY_TOPIC, STRING, lambda m: names.add(m.data), LATCHED)
         matched = args.ready if args.matched is None else args.matched
         if not bus.spin_until(
             lambda: len(names) >= args.ready and pub.subscription_count >= matched, args.timeout

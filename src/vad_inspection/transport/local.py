@@ -136,9 +136,7 @@ class LocalPublisher(Publisher):
 
     def __init__(self, bus: LocalBus, topic: str, typename: str, qos: QoS) -> None:
         super().__init__(bus, topic, typename, qos)
-        self._history: deque[_Sample] | None = (
-            deque(maxlen=qos.keep()) if qos.latched else None
-        )
+        self._history: deque[_Sample] | None = deque(maxlen=qos.keep()) if qos.latched else None
 
     def publish(self, msg: Any) -> None:
         if self._bus.serialize or isinstance(msg, (bytes, bytearray, memoryview)):

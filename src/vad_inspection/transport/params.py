@@ -153,9 +153,7 @@ def check_value(name: str, value: Any, ptype: ParamType, where: str = "") -> Any
     at = f" ({where})" if where else ""
 
     def fail(detail: str) -> ParameterError:
-        return ParameterError(
-            f"parameter {name!r}{at}: expected {ptype.label}, got {detail}"
-        )
+        return ParameterError(f"parameter {name!r}{at}: expected {ptype.label}, got {detail}")
 
     def scalar(v: Any, kind: ParamType) -> Any:
         got = _scalar_type(v)
@@ -245,8 +243,7 @@ def _flatten(prefix: str, value: Any, out: dict[str, Any], source: str) -> None:
             )
     elif _scalar_type(value) is None:
         raise ParameterError(
-            f"{source}: parameter {prefix!r}: unsupported value {value!r} "
-            f"({type(value).__name__})"
+            f"{source}: parameter {prefix!r}: unsupported value {value!r} ({type(value).__name__})"
         )
     out[prefix] = value
 
@@ -271,9 +268,7 @@ def parse_parameter_yaml(text: str, source: str = "<string>") -> list[ParameterS
                 if value is None:
                     value = {}
                 if not isinstance(value, Mapping):
-                    raise ParameterError(
-                        f"{source}: {'/'.join(path)}: {PARAMS_KEY} must be a map"
-                    )
+                    raise ParameterError(f"{source}: {'/'.join(path)}: {PARAMS_KEY} must be a map")
                 params: dict[str, Any] = {}
                 _flatten("", value, params, f"{source} [{'/'.join(path)}]")
                 pattern = "/" + "/".join(p.strip("/") for p in path if p.strip("/"))
@@ -463,7 +458,8 @@ class Parameters:
                 f"  {name!r} from {where}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
             )
         raise ParameterError(
-            f"unknown parameter(s) for {self.fqn}:\n" + "\n".join(lines)
+            f"unknown parameter(s) for {self.fqn}:\n"
+            + "\n".join(lines)
             + f"\ndeclared: {', '.join(sorted(self._descriptors)) or '(none)'}"
         )
 
