@@ -90,3 +90,64 @@ def test_missing_dataset_and_missing_model_exit_2_with_the_path(
     assert str(tmp_path / "nope") in capsys.readouterr().err
     assert main(["predict", str(tmp_path), "--model", str(tmp_path / "m.vad")]) == 2
     assert "m.vad does not exist" in capsys.readouterr().err
+
+
+def test_fit_vae_with_its_own_options_then_predict(
+    mvtec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("torch")
+    from vad_inspection.vad.registry import load_model
+
+    model = tmp_path / "vae.vad"
+    assert main(["fit", "--method", "vae", "--data", f"mvtec:{mvtec}", "--size", str(SIZE),
+                 "--option", "epochs=2", "--option", "width=4", "--option", "latent_dim=4",
+                 "--option", "map_source=attention", "-o", str(model),
+                 "--no-progress"]) == 0  # fmt: skip
+    loaded, calibration = load_model(model)
+    assert (loaded.config.epochs, loaded.config.width, loaded.config.latent_dim) == (2, 4, 4)
+    assert loaded.config.map_source == "attention" and loaded.summary.epochs_run <= 2
+    assert calibration is not None and loaded.map_calibration is not None
+    out = tmp_path / "overlays"
+    code = main(["predict", str(mvtec / "test/blob/000.png"), "--model", str(model),
+                 "-o", str(out), "--no-progress"])  # fmt: skip
+    assert code == 0 and "score" in capsys.readouterr().out
+    overlay = cv2.imread(str(out / "000_overlay.png"))
+    assert overlay is not None and overlay.shape == (SIZE, SIZE, 3)
+
+
+def test_eval_passes_method_options_and_refuses_unknown_ones(
+    mvtec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "eval"
+    code = main(["eval", "--data", f"mvtec:{mvtec}", "--size", str(SIZE), "--settings", "1",
+                 "--model", "patchcore", "--option", "patchcore.coreset_ratio=0.5",
+                 "--option", "patchcore.num_neighbors=3", "-o", str(out),
+                 "--no-progress"])  # fmt: skip
+    assert code == 0
+    with (out / "results.csv").open(newline="") as stream:
+        assert [row["model"] for row in csv.DictReader(stream)] == ["patchcore"]
+    capsys.readouterr()
+    bad = ["eval", "--data", f"mvtec:{mvtec}", "--model", "patchcore", "-o", str(out)]
+    assert main([*bad, "--option", "patchcore.coreset_ration=0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "no option 'coreset_ration'" in err and "coreset_ratio" in err
+    assert main([*bad, "--option", "coreset_ratio=0.5"]) == 2
+    assert "METHOD.KEY=VALUE" in capsys.readouterr().err
+    model = tmp_path / "m.vad"
+    assert main(["fit", "--method", "vae", "--data", f"mvtec:{mvtec}", "-o", str(model),
+                 "--option", "epochs=many"]) == 2  # fmt: skip
+    assert "epochs='many': expected int" in capsys.readouterr().err
+    assert not model.exists()
+
+
+def test_a_suite_entry_runs_its_extra_models_on_its_dataset_only(
+    mvtec: Path, tmp_path: Path
+) -> None:
+    from vad_inspection.data import open_dataset
+    from vad_inspection.eval.runner import EvalConfig
+    from vad_inspection.eval.suite import SuiteEntry, run_suite
+
+    entry = SuiteEntry(open_dataset(f"mvtec:{mvtec}"), SIZE, extra_models=("local_contrast",))
+    result = run_suite([entry], ["darkest_pixel"], tmp_path, settings=(1,), seed=0,
+                       config=EvalConfig(progress=False), log=lambda *_: None)  # fmt: skip
+    assert [row.model for row in result.rows] == ["darkest_pixel", "local_contrast"]

@@ -21,7 +21,7 @@ from vad_inspection.vad.artifact import ArtifactError
 from vad_inspection.vad.backbones import BACKBONES, RANDOM, BackboneError
 from vad_inspection.vad.calibration import CalibrationError
 from vad_inspection.vad.preprocess import InputError
-from vad_inspection.vad.registry import BASELINES, MODELS, CommonOptions
+from vad_inspection.vad.registry import BASELINES, MODELS, CommonOptions, parse_options
 
 
 def _settings(text: str) -> tuple[int, ...]:
@@ -52,6 +52,17 @@ def _common(args: argparse.Namespace, size: int) -> CommonOptions:
     )  # fmt: skip
 
 
+def _method_options(pairs: Sequence[str] | None) -> dict[str, dict[str, object]]:
+    """``METHOD.KEY=VALUE`` pairs (eval, demo) as typed options per method."""
+    grouped: dict[str, list[str]] = {}
+    for pair in pairs or ():
+        method, dot, rest = pair.partition(".")
+        if not dot or "=" not in rest:
+            raise ValueError(f"--option takes METHOD.KEY=VALUE, e.g. vae.epochs=10; got {pair!r}")
+        grouped.setdefault(method, []).append(rest)
+    return {method: parse_options(method, values) for method, values in grouped.items()}
+
+
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
@@ -62,6 +73,12 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", type=_settings, default=(1, 2, 3), help="e.g. 1,2,3")
     parser.add_argument("--threshold-k", type=float, default=1.0, help="mean + k*std calibration")
     parser.add_argument("--max-train", type=int, default=None, help="cap on training images")
+    parser.add_argument(
+        "--option",
+        action="append",
+        metavar="METHOD.KEY=VALUE",
+        help="a method's own option, e.g. vae.epochs=10 or patchcore.coreset_ratio=0.1 (repeat)",
+    )
     _add_model_options(parser)
 
 
@@ -92,6 +109,12 @@ def _build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--threshold-k", type=float, default=3.0, help="threshold mean + k*std")
     fit.add_argument("--threshold-quantile", type=float, default=None, help="or a quantile")
     fit.add_argument("--max-train", type=int, default=None, help="cap on training images")
+    fit.add_argument(
+        "--option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="the method's own option, e.g. epochs=10 or map_source=attention for vae (repeat)",
+    )
     _add_model_options(fit)
 
     pred = sub.add_parser("predict", help="score images with a model; write heat-map overlays")
@@ -116,6 +139,7 @@ def _run(entries: list[SuiteEntry], args: argparse.Namespace, out: Path) -> int:
         threshold_k=args.threshold_k,
         progress=not args.no_progress,
         model_options=_common(args, 256),
+        method_options=_method_options(args.option),
     )
     result = run_suite(
         entries,
@@ -146,7 +170,9 @@ def _fit(args: argparse.Namespace) -> int:
     from vad_inspection import pipeline
     from vad_inspection.vad.registry import save_model
 
-    options = {} if args.coreset_ratio is None else {"coreset_ratio": args.coreset_ratio}
+    options = parse_options(args.method, args.option or ())
+    if args.coreset_ratio is not None:
+        options["coreset_ratio"] = args.coreset_ratio
     model, report = pipeline.fit(
         args.method,
         open_dataset(args.data),
@@ -222,7 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "vad-inspection demo: the detector, recorder and replay nodes are not built yet,\n"
                 "so this runs the best end-to-end job that exists: every model under the three\n"
                 f"evaluation settings on the real datasets in {args.data_root}, then PatchCore\n"
-                "fitted on normal magnetic tiles and its heat maps on defective ones."
+                "fitted on normal magnetic tiles and its heat maps on defective ones. The VAE,\n"
+                "trained from scratch, runs on the CrackForest tiles only."
             )
             options = DemoOptions(
                 data_root=args.data_root,
@@ -233,6 +260,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 threshold_k=args.threshold_k,
                 common=_common(args, 256),
+                method_options=_method_options(args.option),
             )
             result = run_demo(options)
             print(_console_table(result))
@@ -240,7 +268,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
     except (
         DatasetError, SplitError, MetricError, ArtifactError, BackboneError, CalibrationError,
-        InputError, KeyError,
+        InputError, KeyError, ValueError,
     ) as error:  # fmt: skip
         print(f"vad-inspection: {error}", file=sys.stderr)
         return 2

@@ -138,7 +138,10 @@ def predict_files(
         if calibration is not None:
             normalized = float(calibration.normalize(np.array([score]))[0])
             anomalous = bool(calibration.is_anomalous(np.array([score]))[0])
-            heat = calibration.normalize(heat)
+            # a model whose map is on another scale than its image score (the VAE) calibrates
+            # the map on its own; the others' maps share the image score's scale
+            scale = getattr(model, "map_calibration", None) or calibration
+            heat = scale.normalize(heat)
         else:
             heat = (heat - heat.min()) / max(float(np.ptp(heat)), 1e-12)
         written = None

@@ -8,7 +8,7 @@ test images, then compute image metrics, pixel metrics (where the dataset has ma
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -40,6 +40,7 @@ class EvalConfig:
     latency_images: int = 20
     progress: bool = True
     model_options: CommonOptions = field(default_factory=CommonOptions)
+    method_options: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ def evaluate(model_name: str, dataset_name: str, split: Split, config: EvalConfi
     masks = load_masks(split.test, size)
 
     options = replace(config.model_options, size=size, progress=progress)
-    model = create_model(model_name, options)
+    model = create_model(model_name, options, **config.method_options.get(model_name, {}))
     with PeakMemory(trace=False) as memory:
         start = time.perf_counter()
         model.fit(train)

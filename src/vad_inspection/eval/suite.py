@@ -30,11 +30,16 @@ TABLE_METRICS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class SuiteEntry:
-    """One dataset of a comparison, with the input size its images are scored at."""
+    """One dataset of a comparison, with the input size its images are scored at.
+
+    ``extra_models`` run on this dataset only, after the suite's own: a model worth running where
+    it is cheap (a VAE on 64 px tiles) need not be paid for on every dataset.
+    """
 
     dataset: Dataset
     size: int
     split_options: dict[str, object] = field(default_factory=dict)
+    extra_models: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ def run_suite(
             split.write_manifest(manifest)
             outputs.append(manifest)
             log(f"[{name}] setting {setting}: {split.summary()}")
-            for model in models:
+            for model in (*models, *(m for m in entry.extra_models if m not in models)):
                 run_config = replace(config, size=entry.size)
                 outcome = evaluate(model, name, split, run_config)
                 rows.append(outcome.row)

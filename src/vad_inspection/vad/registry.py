@@ -67,6 +67,16 @@ MODELS: dict[str, Callable[..., AnomalyModel]] = {
     "ae": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "ae"})),
 }
 BASELINES: tuple[str, ...] = ("darkest_pixel", "local_contrast")
+#: The config class whose fields are each method's own options (what ``parse_options`` accepts).
+CONFIGS: dict[str, type] = {
+    "patchcore": PatchCoreConfig,
+    "padim": PaDiMConfig,
+    "vae": VAEConfig,
+    "vae_plain": VAEConfig,
+    "ae": VAEConfig,
+}
+#: Set from the shared options or the method name, so not options of their own.
+_SHARED_FIELDS = frozenset({"backbone", "seed", "size", "progress", "variant"})
 LOADERS: dict[str, Callable[[artifact.Artifact], AnomalyModel]] = {
     "patchcore": PatchCore.from_artifact,
     "padim": PaDiM.from_artifact,
@@ -74,6 +84,62 @@ LOADERS: dict[str, Callable[[artifact.Artifact], AnomalyModel]] = {
     "vae_plain": VAE.from_artifact,
     "ae": VAE.from_artifact,
 }
+
+
+def _convert(name: str, annotation: str, text: str) -> object:
+    """``text`` as the type a config field is annotated with (annotations are strings here)."""
+    kinds = {part.strip() for part in annotation.split("|")}
+    if "None" in kinds and text.lower() in ("none", "null", ""):
+        return None
+    kinds.discard("None")
+    kind = kinds.pop() if len(kinds) == 1 else annotation
+    try:
+        if kind == "bool":
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "str":
+            return text
+        if kind.startswith("tuple[int"):
+            return tuple(int(v) for v in text.split(","))
+        if kind.startswith("tuple[str"):
+            return tuple(v for v in text.split(",") if v)
+    except ValueError:
+        raise ValueError(f"option {name}={text!r}: expected {annotation}") from None
+    raise ValueError(f"option {name} ({annotation}) cannot be set from the command line")
+
+
+def method_options(method: str) -> dict[str, str]:
+    """The options ``method`` takes on top of the shared ones: name -> annotated type."""
+    config = CONFIGS.get(method)
+    if config is None:
+        return {}
+    return {f.name: str(f.type) for f in fields(config) if f.name not in _SHARED_FIELDS}
+
+
+def parse_options(method: str, pairs: list[str] | tuple[str, ...]) -> dict[str, object]:
+    """``["key=value", ...]`` from a command line as typed options of ``method``'s config.
+
+    Unknown keys and unconvertible values raise a KeyError / ValueError that lists what exists, so
+    a typo fails before minutes of training rather than being ignored.
+    """
+    known = method_options(method)
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"options are KEY=VALUE; got {pair!r}")
+        if key not in known:
+            raise KeyError(
+                f"{method} has no option {key!r}; it has: {', '.join(sorted(known)) or 'none'}"
+            )
+        out[key] = _convert(key, known[key], value.strip())
+    return out
 
 
 def create_model(name: str, common: CommonOptions | None = None, **options: object) -> AnomalyModel:

@@ -90,7 +90,8 @@ class VAEConfig:
     is not part of "normal") or ``dataset`` (training-set channel means), then divided by the
     training set's channel spread. Calibration on the held-out images: image threshold
     mean + ``threshold_k`` * std (the paper's rule, k = 1) or the ``threshold_quantile``; the
-    segmentation threshold on map values by the same rule.
+    segmentation threshold on map values at ``pixel_quantile`` of the held-out maps (None: the
+    image rule; mean + 1 std of pixel values marks a sixth of every normal image).
     """
 
     variant: str = "vae"
@@ -117,6 +118,7 @@ class VAEConfig:
     normalise: str = "dataset"
     threshold_k: float = 1.0
     threshold_quantile: float | None = None
+    pixel_quantile: float | None = 0.99
 
     def __post_init__(self) -> None:
         choices = {
@@ -344,7 +346,7 @@ class VAE:
         self.input: VAEInput | None = None
         self.gradcam_weights: np.ndarray | None = None
         self.calibration: Calibration | None = None
-        self.pixel_threshold: float | None = None
+        self.map_calibration: Calibration | None = None
         self.summary: TrainingSummary | None = None
         self.history: list[dict[str, float]] = []
         self._session: ort.InferenceSession | None = None
@@ -374,7 +376,13 @@ class VAE:
         """Image and pixel thresholds from normal images' scores and maps (the paper's rule)."""
         k, q = self.config.threshold_k, self.config.threshold_quantile
         self.calibration = from_normal_scores(scores, k, q)
-        self.pixel_threshold = from_normal_scores(maps.ravel(), k, q).threshold
+        pixel_q = q if self.config.pixel_quantile is None else self.config.pixel_quantile
+        self.map_calibration = from_normal_scores(maps.ravel(), k, pixel_q)
+
+    @property
+    def pixel_threshold(self) -> float | None:
+        """The anomaly-map value that separates defect pixels (None until calibrated)."""
+        return None if self.map_calibration is None else self.map_calibration.threshold
 
     # -- inference ------------------------------------------------------------------------------
     @property
@@ -460,6 +468,9 @@ class VAE:
                 "graph_outputs": list(GRAPH_OUTPUTS),
                 "threshold": None if self.calibration is None else self.calibration.to_dict(),
                 "pixel_threshold": self.pixel_threshold,
+                "map_calibration": None
+                if self.map_calibration is None
+                else self.map_calibration.to_dict(),
                 "training": None if self.summary is None else self.summary.to_dict(),
             },
             graphs={"vae": self.graph},
@@ -478,8 +489,8 @@ class VAE:
             model.gradcam_weights = np.asarray(artifact.arrays["gradcam_weights"], np.float32)
         threshold = meta.get("threshold")
         model.calibration = Calibration.from_dict(dict(threshold)) if threshold else None
-        pixel = meta.get("pixel_threshold")
-        model.pixel_threshold = None if pixel is None else float(pixel)
+        maps = meta.get("map_calibration")
+        model.map_calibration = Calibration.from_dict(dict(maps)) if maps else None
         training = meta.get("training")
         model.summary = TrainingSummary(**dict(training)) if training else None
         return model
@@ -499,5 +510,5 @@ class VAE:
             self.config.map_source,
             self.config.sigma,
         ):
-            clone.pixel_threshold = None
+            clone.map_calibration = None
         return clone
