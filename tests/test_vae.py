@@ -275,3 +275,30 @@ def test_inference_does_not_import_torch(fitted: VAE, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok")
+
+
+def test_polarity_keeps_only_pixels_darker_or_brighter_than_the_reconstruction(
+    fitted: VAE,
+) -> None:
+    from vad_inspection.vad.ops import gaussian_blur
+
+    test_images, _, _ = scenes(3, SIZE, 3, defect_every=1)
+    raw = fitted.run_graph(network_input(test_images, fitted.input))
+    residual = raw["residual"][:, 0]
+    maps = {}
+    for polarity, expected in (
+        ("darker", np.maximum(-residual, 0)),
+        ("brighter", np.maximum(residual, 0)),
+        ("both", raw["error"][:, 0]),
+    ):
+        model = fitted.with_options(polarity=polarity, score="max")
+        assert model.pixel_threshold is None or polarity == fitted.config.polarity
+        prediction = model.predict(test_images)
+        want = gaussian_blur(expected.astype(np.float32), fitted.config.sigma)
+        np.testing.assert_allclose(prediction.maps, want, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(prediction.scores, want.reshape(3, -1).max(1), rtol=1e-5)
+        maps[polarity] = prediction.maps
+    # darker and brighter split the signed residual: where one is positive the other is zero
+    dark, bright = np.maximum(-residual, 0), np.maximum(residual, 0)
+    assert (dark * bright == 0).all() and (dark + bright > 0).any()
+    assert not np.allclose(maps["darker"], maps["brighter"])

@@ -2,9 +2,10 @@
 
 Setting 1 of the evaluation harness (seed 0), its thresholds and metrics; the margins asserted are
 the ones measured on the 2-core development machine (``benchmarks/vae.py``, README), less a small
-allowance for floating-point differences between CPUs. What is asserted is also what the README
-says: the reconstruction-error map beats both baselines at pixel level, the image score is level
-with the darkest-pixel baseline (not better), and the Grad-CAM attention map is worse than both.
+allowance for floating-point differences between CPUs. The VAE is trained with the crack options
+(:data:`~vad_inspection.vad.vae.CRACK_OPTIONS`). What is asserted is also what the README says:
+its darker-than-reconstruction map beats both baselines on pixel AUROC and Dice, its image score
+beats both, and the Grad-CAM attention map of the same network is worse than both.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from vad_inspection.eval import metrics as M
 from vad_inspection.eval.runner import load_images, load_masks, predict_batched
 from vad_inspection.eval.settings import build_split
 from vad_inspection.vad.registry import BASELINES, CommonOptions, create_model
+from vad_inspection.vad.vae import CRACK_OPTIONS
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow
@@ -47,14 +49,14 @@ def measured() -> dict[str, dict[str, float]]:
     labels = np.array([s.label for s in split.test])
     masks = load_masks(split.test, SIZE)
     common = CommonOptions(size=SIZE, seed=0)
-    vae = create_model("vae", common)
+    vae = create_model("vae", common, **CRACK_OPTIONS)
     vae.fit(list(train))
     assert vae.summary.seconds < 600  # the issue's training budget on two cores
     out = {
         "vae_attention": _metrics(
             vae.with_options(map_source="attention"), val, test, labels, masks
         ),
-        "vae_reconstruction": _metrics(vae, val, test, labels, masks),
+        "vae_darker": _metrics(vae, val, test, labels, masks),
     }
     for name in BASELINES:
         out[name] = _metrics(create_model(name, common), val, test, labels, masks)
@@ -62,28 +64,28 @@ def measured() -> dict[str, dict[str, float]]:
     return out
 
 
-def test_reconstruction_map_beats_both_baselines_at_pixel_level(measured) -> None:
+def test_darker_map_beats_both_baselines_at_pixel_level(measured) -> None:
     vae, dark, contrast = (
-        measured["vae_reconstruction"],
+        measured["vae_darker"],
         measured["darkest_pixel"],
         measured["local_contrast"],
     )
-    # measured: pixel AUROC 0.891 vs 0.831 / 0.875; Dice 0.344 vs 0.302 / 0.332
-    assert vae["pixel_auroc"] >= contrast["pixel_auroc"] + 0.016 - TOLERANCE
-    assert vae["pixel_auroc"] >= dark["pixel_auroc"] + 0.06 - TOLERANCE
-    assert vae["dice"] >= contrast["dice"] + 0.012 - TOLERANCE
-    assert vae["dice"] >= dark["dice"] + 0.042 - TOLERANCE
+    # measured: pixel AUROC 0.941 vs 0.831 / 0.875; Dice 0.499 vs 0.302 / 0.332
+    assert vae["pixel_auroc"] >= contrast["pixel_auroc"] + 0.066 - TOLERANCE
+    assert vae["pixel_auroc"] >= dark["pixel_auroc"] + 0.110 - TOLERANCE
+    assert vae["dice"] >= contrast["dice"] + 0.167 - TOLERANCE
+    assert vae["dice"] >= dark["dice"] + 0.197 - TOLERANCE
 
 
-def test_image_score_is_level_with_darkest_pixel_not_better(measured) -> None:
+def test_image_score_beats_both_baselines(measured) -> None:
     vae, dark, contrast = (
-        measured["vae_reconstruction"],
+        measured["vae_darker"],
         measured["darkest_pixel"],
         measured["local_contrast"],
     )
-    # measured: image AUROC 0.788 vs 0.791 (darkest pixel) and 0.712 (local contrast)
-    assert vae["image_auroc"] >= contrast["image_auroc"] + 0.076 - TOLERANCE
-    assert abs(vae["image_auroc"] - dark["image_auroc"]) <= 0.02
+    # measured: image AUROC 0.834 vs 0.791 (darkest pixel) and 0.712 (local contrast)
+    assert vae["image_auroc"] >= dark["image_auroc"] + 0.043 - TOLERANCE
+    assert vae["image_auroc"] >= contrast["image_auroc"] + 0.122 - TOLERANCE
 
 
 def test_attention_map_does_not_beat_the_baselines(measured) -> None:

@@ -63,6 +63,16 @@ def _method_options(pairs: Sequence[str] | None) -> dict[str, dict[str, object]]
     return {method: parse_options(method, values) for method, values in grouped.items()}
 
 
+def _demo_options(pairs: Sequence[str] | None) -> dict[str, dict[str, object]]:
+    """The demo's method options (the VAE's crack options) updated by the user's."""
+    from vad_inspection.demo import DemoOptions
+
+    merged = {k: dict(v) for k, v in DemoOptions(Path(), Path()).method_options.items()}
+    for method, options in _method_options(pairs).items():
+        merged.setdefault(method, {}).update(options)
+    return merged
+
+
 def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
@@ -260,7 +270,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 seed=args.seed,
                 threshold_k=args.threshold_k,
                 common=_common(args, 256),
-                method_options=_method_options(args.option),
+                method_options=_demo_options(args.option),
             )
             result = run_demo(options)
             print(_console_table(result))

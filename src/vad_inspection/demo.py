@@ -19,6 +19,7 @@ from vad_inspection.data import open_dataset
 from vad_inspection.eval.runner import EvalConfig
 from vad_inspection.eval.suite import SuiteEntry, SuiteResult, run_suite
 from vad_inspection.vad.registry import MODELS, CommonOptions, save_model
+from vad_inspection.vad.vae import CRACK_OPTIONS
 from vad_inspection.viz import write_png
 
 DEMO_MODELS: tuple[str, ...] = ("darkest_pixel", "local_contrast", "patchcore", "padim")
@@ -37,7 +38,10 @@ class DemoOptions:
     seed: int = 0
     threshold_k: float = 1.0
     common: CommonOptions = field(default_factory=CommonOptions)
-    method_options: dict[str, dict[str, object]] = field(default_factory=dict)
+    #: the VAE with the crack options (dark, thin defects), as it runs on CrackForest only
+    method_options: dict[str, dict[str, object]] = field(
+        default_factory=lambda: {"vae": dict(CRACK_OPTIONS)}
+    )
     crack_models: tuple[str, ...] = CRACK_MODELS
 
 
