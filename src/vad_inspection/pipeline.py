@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from vad_inspection.data.imageio import read_image
 from vad_inspection.data.types import Dataset, DatasetError, Sample
+from vad_inspection.progress import progress_bar
 from vad_inspection.vad.base import AnomalyModel
 from vad_inspection.vad.calibration import Calibration, from_normal_scores
 from vad_inspection.vad.preprocess import InputError
@@ -56,7 +56,7 @@ def training_split(
 
 
 def load_images(samples: Sequence[Sample], desc: str, progress: bool = True) -> list[np.ndarray]:
-    return [s.image() for s in tqdm(samples, desc=desc, unit="img", disable=not progress)]
+    return [s.image() for s in progress_bar(samples, desc=desc, unit="img", enabled=progress)]
 
 
 def fit(
@@ -125,7 +125,7 @@ def predict_files(
     results: list[PredictResult] = []
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    for path in tqdm(paths, desc="scoring", unit="img", disable=not progress):
+    for path in progress_bar(paths, desc="scoring", unit="img", enabled=progress):
         try:
             image = _read(path)
             prediction = model.predict([image])

@@ -12,13 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
-from tqdm import tqdm
 
 from vad_inspection.data.types import Sample
 from vad_inspection.eval import metrics as M
 from vad_inspection.eval.report import Curve, ResultRow
 from vad_inspection.eval.resources import PeakMemory, measure_latency
 from vad_inspection.eval.settings import Split
+from vad_inspection.progress import progress_bar
 from vad_inspection.vad.base import AnomalyModel, Prediction
 from vad_inspection.vad.preprocess import resize_image, resize_mask
 from vad_inspection.vad.registry import CommonOptions, create_model
@@ -53,7 +53,7 @@ def load_images(samples: Sequence[Sample], size: int, desc: str, progress: bool)
     """Read and resize ``samples`` into one (N, size, size, C) array."""
     images = [
         resize_image(s.image(), (size, size))
-        for s in tqdm(samples, desc=desc, unit="img", disable=not progress, leave=False)
+        for s in progress_bar(samples, desc=desc, unit="img", enabled=progress, leave=False)
     ]
     return np.stack(images)
 

@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass
 
 import numba
 import numpy as np
-from tqdm import tqdm
 
+from vad_inspection.progress import progress_bar
 from vad_inspection.vad.artifact import Artifact
 from vad_inspection.vad.backbones import get_spec
 from vad_inspection.vad.base import Prediction
@@ -263,8 +263,8 @@ class PaDiM:
     def _vectors(self, images: Sequence[np.ndarray], desc: str):
         """Per batch: embedding vectors as ``(L, n, d)`` (C-contiguous) and the grid ``(h, w)``."""
         size = self.config.batch_size
-        for i in tqdm(
-            range(0, len(images), size), desc=desc, unit="batch", disable=not self.config.progress
+        for i in progress_bar(
+            range(0, len(images), size), desc=desc, unit="batch", enabled=self.config.progress
         ):
             embedding = self.embed(to_network_input(images[i : i + size], self.input_spec))
             n, dim, h, w = embedding.shape

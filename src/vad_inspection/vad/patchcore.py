@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from tqdm import tqdm
 
+from vad_inspection.progress import progress_bar
 from vad_inspection.vad.artifact import Artifact
 from vad_inspection.vad.backbones import get_spec
 from vad_inspection.vad.base import Prediction
@@ -91,7 +91,7 @@ class PatchCore:
         batches = range(0, len(images), size)
         parts = [
             self.embed(to_network_input(images[i : i + size], self.input_spec))
-            for i in tqdm(batches, desc=desc, unit="batch", disable=not self.config.progress)
+            for i in progress_bar(batches, desc=desc, unit="batch", enabled=self.config.progress)
         ]
         return np.concatenate(parts)
 

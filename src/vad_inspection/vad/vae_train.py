@@ -44,8 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from vad_inspection.progress import progress_bar
 from vad_inspection.vad.vae import GRAPH_INPUT, GRAPH_OUTPUTS, TrainingSummary, VAEConfig
 
 #: Threads for training: the development machines have two cores, shared.
@@ -396,9 +396,9 @@ def _train(data: np.ndarray, config: VAEConfig) -> TrainResult:
     state = checkpoint and _load_checkpoint(checkpoint, net, optimiser, noise, config, data)
     state = state or _State(history=[])
     val_data = data[val_index]
-    epochs = tqdm(
+    epochs = progress_bar(
         range(state.epoch, config.epochs), desc=f"{config.variant} training", unit="epoch",
-        initial=state.epoch, total=config.epochs, disable=not config.progress,
+        initial=state.epoch, total=config.epochs, enabled=config.progress,
     )  # fmt: skip
     for epoch in epochs:
         if len(val_index) and state.bad_epochs >= config.patience:
