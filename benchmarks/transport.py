@@ -33,6 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from vad_inspection.msgs.image import Frame, frame_to_msg  # noqa: E402
+from vad_inspection.msgs.time import stamp_to_ns  # noqa: E402
 from vad_inspection.msgs.types import msg_class  # noqa: E402
 from vad_inspection.transport import DEFAULT, LATCHED, QoS, create_bus  # noqa: E402
 from vad_inspection.transport.local import LocalGraph  # noqa: E402
@@ -41,26 +43,11 @@ from vad_inspection.transport.qos import History  # noqa: E402
 IMAGE = "sensor_msgs/msg/Image"
 STRING = "std_msgs/msg/String"
 FLOOD = QoS(history=History.KEEP_ALL)  # reliable, volatile, keep all: back-pressure, no loss
-NS = 1_000_000_000
 
 
 def make_image(index: int, pixels: np.ndarray) -> Any:
-    image, header, stamp = (
-        msg_class(IMAGE),
-        msg_class("std_msgs/msg/Header"),
-        msg_class("builtin_interfaces/msg/Time"),
-    )
-    height, width = pixels.shape[:2]
-    now = time.time_ns()
-    return image(
-        header=header(stamp=stamp(sec=now // NS, nanosec=now % NS), frame_id=str(index)),
-        height=height,
-        width=width,
-        encoding="rgb8",
-        is_bigendian=0,
-        step=width * 3,
-        data=pixels.reshape(-1),
-    )
+    """sensor_msgs/Image rgb8, frame_id = index, stamp = now (the latency's start)."""
+    return frame_to_msg(Frame(pixels, "rgb8", time.time_ns(), str(index)))
 
 
 def frames(width: int, height: int) -> list[np.ndarray]:
@@ -90,7 +77,7 @@ class Receiver:
 
     def __call__(self, msg: Any) -> None:
         now = time.time_ns()
-        stamp = msg.header.stamp.sec * NS + msg.header.stamp.nanosec
+        stamp = stamp_to_ns(msg.header.stamp)
         self.latency_ns.append(now - stamp)
         self.indices.append(int(msg.header.frame_id))
         self.times.append(time.perf_counter())

@@ -336,6 +336,29 @@ def inference_rss(call: Callable, images: Sequence) -> float:
     return memory.delta_rss_mb
 
 
+def measure_inference(
+    ours_side: Side,
+    theirs_side: Side,
+    model: object,
+    theirs: torch.nn.Module,
+    transform: Callable,
+    data: Data,
+    latency_images: int,
+) -> None:
+    """Single-image latency (the sides interleaved) and inference RSS of both, into the sides."""
+    calls = {
+        "ours": lambda image: model.predict([image]),
+        "anomalib": lambda image: anomalib_predict(theirs, transform, [image]),
+    }
+    n = min(len(data.test), latency_images)
+    latency = interleaved_latency(calls, data.test[:n])
+    ours_side.latency_ms, ours_side.latency_p90_ms = latency["ours"]
+    theirs_side.latency_ms, theirs_side.latency_p90_ms = latency["anomalib"]
+    ours_side.infer_rss_mb = inference_rss(calls["ours"], data.test[:5])
+    theirs_side.infer_rss_mb = inference_rss(calls["anomalib"], data.test[:5])
+    log(f"  latency ours {ours_side.latency_ms:.1f} ms, anomalib {theirs_side.latency_ms:.1f} ms")
+
+
 def timed(fn: Callable) -> tuple[object, float, float]:
     """(result, seconds, peak RSS growth MB) of ``fn()``."""
     release_memory()
@@ -480,17 +503,7 @@ def run_patchcore(
         quality(side, data)
 
     # -- latency and inference memory, interleaved
-    calls = {
-        "ours": lambda image, m=model: m.predict([image]),
-        "anomalib": lambda image, m=theirs: anomalib_predict(m, transform, [image]),
-    }
-    n = min(len(data.test), args.latency_images)
-    latency = interleaved_latency(calls, data.test[:n])
-    ours_side.latency_ms, ours_side.latency_p90_ms = latency["ours"]
-    theirs_side.latency_ms, theirs_side.latency_p90_ms = latency["anomalib"]
-    ours_side.infer_rss_mb = inference_rss(calls["ours"], data.test[:5])
-    theirs_side.infer_rss_mb = inference_rss(calls["anomalib"], data.test[:5])
-    log(f"  latency ours {ours_side.latency_ms:.1f} ms, anomalib {theirs_side.latency_ms:.1f} ms")
+    measure_inference(ours_side, theirs_side, model, theirs, transform, data, args.latency_images)
 
     note = ""
     if not info["complete"]:
@@ -635,17 +648,7 @@ def run_padim(backbone: str, data: Data, args, fidelity: list[Fidelity], repeats
     for side in (ours_side, theirs_side):
         quality(side, data)
 
-    calls = {
-        "ours": lambda image, m=model: m.predict([image]),
-        "anomalib": lambda image, m=theirs: anomalib_predict(m, transform, [image]),
-    }
-    n = min(len(data.test), args.latency_images)
-    latency = interleaved_latency(calls, data.test[:n])
-    ours_side.latency_ms, ours_side.latency_p90_ms = latency["ours"]
-    theirs_side.latency_ms, theirs_side.latency_p90_ms = latency["anomalib"]
-    ours_side.infer_rss_mb = inference_rss(calls["ours"], data.test[:5])
-    theirs_side.infer_rss_mb = inference_rss(calls["anomalib"], data.test[:5])
-    log(f"  latency ours {ours_side.latency_ms:.1f} ms, anomalib {theirs_side.latency_ms:.1f} ms")
+    measure_inference(ours_side, theirs_side, model, theirs, transform, data, args.latency_images)
     fidelity.append(
         compare(f"PaDiM {backbone}, same channel subset", ours_side, theirs_side, 0.99, 0.98)
     )

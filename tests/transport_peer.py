@@ -28,13 +28,13 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the package importable from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+from vad_inspection.msgs.image import Frame, frame_to_msg
 from vad_inspection.msgs.types import msg_class
 from vad_inspection.transport import DEFAULT, LATCHED, Bus, create_bus
 
 IMAGE = "sensor_msgs/msg/Image"
 STRING = "std_msgs/msg/String"
 READY_TOPIC = "/ready"
-NS = 1_000_000_000
 
 
 @functools.lru_cache(maxsize=4)
@@ -49,21 +49,8 @@ def frame_pixels(index: int, width: int, height: int) -> np.ndarray:
 
 def make_image(index: int, width: int, height: int) -> Any:
     """sensor_msgs/Image rgb8, frame_id = index, stamp = now (for latency)."""
-    image, header, stamp = (
-        msg_class(IMAGE),
-        msg_class("std_msgs/msg/Header"),
-        msg_class("builtin_interfaces/msg/Time"),
-    )
-    data = frame_pixels(index, width, height)
-    now = time.time_ns()
-    return image(
-        header=header(stamp=stamp(sec=now // NS, nanosec=now % NS), frame_id=str(index)),
-        height=height,
-        width=width,
-        encoding="rgb8",
-        is_bigendian=0,
-        step=width * 3,
-        data=data.reshape(-1),
+    return frame_to_msg(
+        Frame(frame_pixels(index, width, height), "rgb8", time.time_ns(), str(index))
     )
 
 

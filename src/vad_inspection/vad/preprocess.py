@@ -91,7 +91,8 @@ class InputSpec:
         return InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
-def _scale(image: np.ndarray) -> float:
+def pixel_scale(image: np.ndarray) -> float:
+    """The value full brightness has in ``image``'s dtype (what divides pixels into [0, 1])."""
     if image.dtype == np.uint8:
         return 255.0
     if image.dtype == np.uint16:
@@ -121,7 +122,7 @@ def to_network_input(images: Sequence[np.ndarray], spec: InputSpec) -> np.ndarra
             )
         if image.size == 0:
             raise InputError(f"image {i} is empty (shape {image.shape})")
-        scale = _scale(image)
+        scale = pixel_scale(image)
         pixels = resize_image(image, spec.size)[:, :, list(spec.bands)].astype(np.float32)
         if not np.isfinite(pixels).all():
             raise InputError(f"image {i} contains NaN or infinite values")

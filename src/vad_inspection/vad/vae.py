@@ -55,7 +55,7 @@ from vad_inspection.vad.base import Prediction
 from vad_inspection.vad.calibration import Calibration, from_normal_scores
 from vad_inspection.vad.features import make_session
 from vad_inspection.vad.ops import gaussian_blur
-from vad_inspection.vad.preprocess import InputError, as_hwc, resize_image
+from vad_inspection.vad.preprocess import InputError, as_hwc, pixel_scale, resize_image
 
 VARIANTS: tuple[str, ...] = ("vae", "vae_plain", "ae")
 MAP_SOURCES: tuple[str, ...] = ("attention", "reconstruction")
@@ -232,16 +232,6 @@ def network_channels(mode: str, image_channels: int) -> int:
     return image_channels
 
 
-def _scale(image: np.ndarray) -> float:
-    if image.dtype == np.uint8:
-        return 255.0
-    if image.dtype == np.uint16:
-        return 65535.0
-    if np.issubdtype(image.dtype, np.floating):
-        return 1.0
-    raise InputError(f"images must be uint8, uint16 or float; got {image.dtype}")
-
-
 def to_unit(
     images: Sequence[np.ndarray], mode: str, image_channels: int, size: tuple[int, int]
 ) -> np.ndarray:
@@ -263,7 +253,7 @@ def to_unit(
             )
         if image.size == 0:
             raise InputError(f"image {i} is empty (shape {image.shape})")
-        pixels = resize_image(image, size).astype(np.float32) / np.float32(_scale(image))
+        pixels = resize_image(image, size).astype(np.float32) / np.float32(pixel_scale(image))
         if not np.isfinite(pixels).all():
             raise InputError(f"image {i} contains NaN or infinite values")
         if mode == "gray":
