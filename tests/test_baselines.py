@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vad_inspection.vad.baselines import DarkestPixel, LocalContrast
+from vad_inspection.vad.ops import one_sided
 from vad_inspection.vad.preprocess import as_hwc, resize_image, resize_mask, to_gray
 
 
@@ -32,6 +33,32 @@ def test_local_contrast_ignores_a_smooth_gradient_but_sees_a_bright_speck() -> N
     prediction = LocalContrast().predict([gradient[..., None], speck[..., None]])
     assert prediction.maps[0][16:-16, 16:-16].max() < 0.02  # away from the reflected border
     assert prediction.scores[1] > 3 * prediction.scores[0]
+
+
+def test_darker_local_contrast_sees_a_dark_line_and_ignores_a_bright_speck() -> None:
+    rng = np.random.default_rng(1)
+    image = _texture(rng)
+    image[10:13, 40:43] = 255  # bright speck
+    image[40:42, 8:56] = 90  # dark line
+    both = LocalContrast().predict([image]).maps[0]
+    darker = LocalContrast(polarity="darker").predict([image]).maps[0]
+    brighter = LocalContrast(polarity="brighter").predict([image]).maps[0]
+    speck, line = (11, 41), (40, 30)
+    assert both[speck] > 0.1 and both[line] > 0.1
+    assert darker[line] > 0.1 and darker[speck] < 0.02
+    assert brighter[speck] > 0.1 and brighter[line] < 0.02
+    assert np.unravel_index(darker.argmax(), darker.shape)[0] in (39, 40, 41, 42)
+
+
+def test_one_sided_splits_a_difference_by_sign() -> None:
+    difference = np.array([-2.0, 0.0, 3.0], dtype=np.float32)
+    assert one_sided(difference, "both").tolist() == [2.0, 0.0, 3.0]
+    assert one_sided(difference, "darker").tolist() == [2.0, 0.0, 0.0]
+    assert one_sided(difference, "brighter").tolist() == [0.0, 0.0, 3.0]
+    with pytest.raises(ValueError, match="polarity must be one of"):
+        one_sided(difference, "dark")
+    with pytest.raises(ValueError, match="polarity must be one of"):
+        LocalContrast(polarity="dark")
 
 
 def test_resize_keeps_masks_binary_and_images_hwc() -> None:

@@ -23,11 +23,17 @@ def test_values_are_converted_to_the_fields_types() -> None:
     assert model.config.epochs == 3 and model.config.size == (32, 32)
 
 
-def test_shared_options_and_baselines_have_no_own_options() -> None:
+def test_shared_options_are_not_method_options_and_baselines_take_their_own() -> None:
     assert "size" not in method_options("patchcore") and "seed" not in method_options("vae")
-    assert method_options("darkest_pixel") == {}
-    with pytest.raises(KeyError, match="it has: none"):
+    assert set(method_options("darkest_pixel")) == {"sigma"}
+    assert set(method_options("local_contrast")) == {"context", "sigma", "polarity"}
+    with pytest.raises(KeyError, match="it has: sigma"):
         parse_options("darkest_pixel", ["k=1"])
+    options = parse_options("local_contrast", ["polarity=darker", "context=16"])
+    model = create_model("local_contrast", CommonOptions(size=32), **options)
+    assert (model.polarity, model.context, model.name) == ("darker", 16.0, "local_contrast")
+    with pytest.raises(ValueError, match="polarity must be one of"):
+        create_model("local_contrast", **parse_options("local_contrast", ["polarity=up"]))
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from vad_inspection.vad.base import Prediction
+from vad_inspection.vad.ops import POLARITIES, one_sided
 from vad_inspection.vad.preprocess import to_gray
 
 
@@ -48,12 +49,25 @@ class LocalContrast:
     """Anomaly map = |intensity - local mean| over a ``context`` px neighbourhood, smoothed.
 
     Responds to anything that differs from its surroundings (cracks, holes, bright spots) while
-    ignoring slow illumination gradients, which the local mean absorbs.
+    ignoring slow illumination gradients, which the local mean absorbs. ``polarity="darker"``
+    keeps only pixels darker than their surroundings: the training-free counterpart of the VAE's
+    darker-than-reconstruction map, so that what the VAE adds over a high-pass filter is measured
+    (on CrackForest tiles: nothing, README).
     """
 
     context: float = 8.0
     sigma: float = 1.0
+    polarity: str = "both"
     name: str = "local_contrast"
+
+    def __post_init__(self) -> None:
+        if self.polarity not in POLARITIES:
+            raise ValueError(f"polarity must be one of {POLARITIES}; got {self.polarity!r}")
+        if self.context <= 0 or self.sigma < 0:
+            raise ValueError(
+                f"context must be > 0 and sigma >= 0; got context={self.context}, "
+                f"sigma={self.sigma}"
+            )
 
     def fit(self, images: Sequence[np.ndarray]) -> None:
         """Nothing to learn: the baseline is fixed by construction."""
@@ -62,5 +76,6 @@ class LocalContrast:
         maps = []
         for image in images:
             gray = to_gray(image)
-            maps.append(_smooth(np.abs(gray - _smooth(gray, self.context)), self.sigma))
+            difference = one_sided(gray - _smooth(gray, self.context), self.polarity)
+            maps.append(_smooth(difference, self.sigma) if self.sigma > 0 else difference)
         return _predict(maps)

@@ -1,8 +1,8 @@
-"""NumPy versions of the few tensor operations the feature-based methods need.
+"""NumPy versions of the few tensor operations the methods need, and the map operations they share.
 
-Each one reproduces the PyTorch operation the reference implementations use (same padding, same
-interpolation grid), so that a model fitted here gives the same numbers as the reference with the
-same weights -- without importing torch on the robot.
+Each tensor operation reproduces the PyTorch operation the reference implementations use (same
+padding, same interpolation grid), so that a model fitted here gives the same numbers as the
+reference with the same weights -- without importing torch on the robot.
 """
 
 from __future__ import annotations
@@ -79,3 +79,24 @@ def gaussian_blur(maps: np.ndarray, sigma: float) -> np.ndarray:
             for m in maps.astype(np.float32, copy=False)
         ]
     )
+
+
+#: Which side of a signed difference (image minus its expectation) counts as anomalous.
+POLARITIES: tuple[str, ...] = ("both", "darker", "brighter")
+
+
+def one_sided(difference: np.ndarray, polarity: str) -> np.ndarray:
+    """``|difference|`` (``both``), its negative part (``darker``) or positive part (``brighter``).
+
+    ``difference`` is the image minus what was expected there (a reconstruction, a local mean).
+    Cracks, holes and pits are darker than expected; keeping one side stops bright texture from
+    competing with them. The VAE and the local-contrast baseline share this, so a table comparing
+    them compares their expectations, not two readings of the sign.
+    """
+    if polarity == "both":
+        return np.abs(difference)
+    if polarity == "darker":
+        return np.maximum(-difference, 0.0)
+    if polarity == "brighter":
+        return np.maximum(difference, 0.0)
+    raise ValueError(f"polarity must be one of {POLARITIES}; got {polarity!r}")

@@ -1,8 +1,8 @@
 """Model names the CLI and the evaluation harness accept, their constructors, and model files.
 
 Constructors take the options every method shares (backbone, weights, seed, input size) plus their
-own; methods that need none (the baselines) ignore them. Fitted models round-trip through one
-artifact file whose metadata says which class reads it back.
+own; the baselines take only their own (smoothing, context, polarity). Fitted models round-trip
+through one artifact file whose metadata says which class reads it back.
 """
 
 from __future__ import annotations
@@ -58,8 +58,8 @@ def _padim(common: CommonOptions, **options: object) -> PaDiM:
 
 
 MODELS: dict[str, Callable[..., AnomalyModel]] = {
-    "darkest_pixel": lambda common, **_: DarkestPixel(),
-    "local_contrast": lambda common, **_: LocalContrast(),
+    "darkest_pixel": lambda common, **o: _config(DarkestPixel, common, o),
+    "local_contrast": lambda common, **o: _config(LocalContrast, common, o),
     "patchcore": _patchcore,
     "padim": _padim,
     "vae": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "vae"})),
@@ -69,6 +69,8 @@ MODELS: dict[str, Callable[..., AnomalyModel]] = {
 BASELINES: tuple[str, ...] = ("darkest_pixel", "local_contrast")
 #: The config class whose fields are each method's own options (what ``parse_options`` accepts).
 CONFIGS: dict[str, type] = {
+    "darkest_pixel": DarkestPixel,
+    "local_contrast": LocalContrast,
     "patchcore": PatchCoreConfig,
     "padim": PaDiMConfig,
     "vae": VAEConfig,
@@ -76,7 +78,7 @@ CONFIGS: dict[str, type] = {
     "ae": VAEConfig,
 }
 #: Set from the shared options or the method name, so not options of their own.
-_SHARED_FIELDS = frozenset({"backbone", "seed", "size", "progress", "variant"})
+_SHARED_FIELDS = frozenset({"backbone", "seed", "size", "progress", "variant", "name"})
 LOADERS: dict[str, Callable[[artifact.Artifact], AnomalyModel]] = {
     "patchcore": PatchCore.from_artifact,
     "padim": PaDiM.from_artifact,

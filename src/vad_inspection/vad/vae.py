@@ -54,13 +54,12 @@ from vad_inspection.vad.artifact import Artifact
 from vad_inspection.vad.base import Prediction
 from vad_inspection.vad.calibration import Calibration, from_normal_scores
 from vad_inspection.vad.features import make_session
-from vad_inspection.vad.ops import gaussian_blur
+from vad_inspection.vad.ops import POLARITIES, gaussian_blur, one_sided
 from vad_inspection.vad.preprocess import InputError, as_hwc, pixel_scale, resize_image
 
 VARIANTS: tuple[str, ...] = ("vae", "vae_plain", "ae")
 MAP_SOURCES: tuple[str, ...] = ("attention", "reconstruction")
 SCORES: tuple[str, ...] = ("mse", "max", "residual")
-POLARITIES: tuple[str, ...] = ("both", "darker", "brighter")
 CHANNEL_MODES: tuple[str, ...] = ("auto", "gray", "rgb")
 NORMALISATIONS: tuple[str, ...] = ("image", "dataset")
 
@@ -329,8 +328,7 @@ def reconstruction_error(outputs: dict[str, np.ndarray], polarity: str) -> np.nd
     """
     if polarity == "both":
         return outputs["error"][:, 0]
-    residual = outputs["residual"][:, 0]
-    return np.maximum(-residual if polarity == "darker" else residual, 0.0)
+    return one_sided(outputs["residual"][:, 0], polarity)
 
 
 @dataclass(frozen=True)
