@@ -37,7 +37,11 @@ with a small latent that cannot paint a crack back in: with :data:`CRACK_OPTIONS
 ``map_source="reconstruction"`` (``"attention"`` reproduces the paper), ``score="residual"``,
 ``polarity="both"`` (general); :data:`CRACK_OPTIONS` for cracks. The score and the crack options
 were chosen by comparing on that same CrackForest test split, so their figures there are
-optimistic; the paper's ``mse`` score gave image AUROC 0.67.
+optimistic; the paper's ``mse`` score gave image AUROC 0.67. And a training-free local contrast
+that keeps only darker-than-surroundings pixels (16 px context, smoothed as this map) matches
+:data:`CRACK_OPTIONS` on CrackForest within 0.005 on every metric: there the 4-d latent learns a
+tile's smooth shading and the darker map is a one-sided high-pass. On magnetic tile the VAE's maps
+beat that reference (pixel AUROC 0.71 vs 0.66).
 """
 
 from __future__ import annotations
