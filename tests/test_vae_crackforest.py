@@ -5,7 +5,8 @@ the ones measured on the 2-core development machine (``benchmarks/vae.py``, READ
 allowance for floating-point differences between CPUs. The VAE is trained with the crack options
 (:data:`~vad_inspection.vad.vae.CRACK_OPTIONS`). What is asserted is also what the README says:
 its darker-than-reconstruction map beats both baselines on pixel AUROC and Dice, its image score
-beats both, and the Grad-CAM attention map of the same network is worse than both.
+beats both, the Grad-CAM attention map of the same network is worse than both, and a
+darker-only local contrast without any network matches the darker map.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ pytestmark = pytest.mark.slow
 
 SIZE = 64
 TOLERANCE = 0.01
+#: The training-free counterpart of the darker map (README: it matches the VAE on these tiles).
+DARKER_REFERENCE = {"polarity": "darker", "context": 16.0, "sigma": 2.0}
 
 
 def _metrics(model, val: np.ndarray, test: np.ndarray, labels, masks) -> dict[str, float]:
@@ -60,6 +63,8 @@ def measured() -> dict[str, dict[str, float]]:
     }
     for name in BASELINES:
         out[name] = _metrics(create_model(name, common), val, test, labels, masks)
+    reference = create_model("local_contrast", common, **DARKER_REFERENCE)
+    out["darker_reference"] = _metrics(reference, val, test, labels, masks)
     print(out)
     return out
 
@@ -94,3 +99,12 @@ def test_attention_map_does_not_beat_the_baselines(measured) -> None:
     for name in BASELINES:
         assert attention["pixel_auroc"] < measured[name]["pixel_auroc"]
         assert attention["dice"] < measured[name]["dice"]
+
+
+def test_darker_map_is_matched_by_a_one_sided_high_pass(measured) -> None:
+    """README: on these tiles the VAE's darker map is no better than darker-only local contrast.
+    If the VAE pulls ahead (or falls behind) by more than the tolerance, update the README."""
+    vae, reference = measured["vae_darker"], measured["darker_reference"]
+    # measured: 0.941 vs 0.944 (pixel AUROC), 0.499 vs 0.509 (Dice), 0.834 vs 0.837 (image AUROC)
+    for metric in ("pixel_auroc", "dice", "image_auroc"):
+        assert abs(vae[metric] - reference[metric]) <= 0.02, metric
