@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from vad_inspection.vad.baselines import DarkestPixel, LocalContrast
-from vad_inspection.vad.ops import one_sided
+from vad_inspection.vad.ops import line_response, one_sided
 from vad_inspection.vad.preprocess import as_hwc, resize_image, resize_mask, to_gray
 
 
@@ -59,6 +59,34 @@ def test_one_sided_splits_a_difference_by_sign() -> None:
         one_sided(difference, "dark")
     with pytest.raises(ValueError, match="polarity must be one of"):
         LocalContrast(polarity="dark")
+
+
+def test_line_response_keeps_a_thin_line_and_suppresses_a_blob_of_equal_darkness() -> None:
+    maps = np.zeros((2, 64, 64), dtype=np.float32)
+    rows = np.arange(8, 56)
+    maps[0, rows, rows] = 1.0  # a one-pixel diagonal line (a crack)
+    maps[1, 28:36, 28:36] = 1.0  # an 8x8 blob (a pit) of the same value
+    response = line_response(maps, 15)
+    assert response.shape == maps.shape
+    # on the line: mean along it 1, square mean about 1/15; in the blob's centre both about 8/15
+    assert response[0, 32, 32] == pytest.approx(1.0 - 15 / 225, abs=0.02)
+    assert response[1, 32, 32] < 0.5 and response[0].max() > 1.5 * response[1].max()
+    flat = line_response(np.full((1, 32, 32), 0.3, np.float32), 7)
+    np.testing.assert_allclose(flat, 0.0, atol=1e-6)  # no structure, no response
+    for bad in (2, 8, 1):
+        with pytest.raises(ValueError, match="odd and >= 3"):
+            line_response(maps, bad)
+
+
+def test_local_contrast_line_length_uses_the_line_detector() -> None:
+    rng = np.random.default_rng(2)
+    image = _texture(rng)
+    image[20:22, 4:60] = 90  # a dark line
+    image[44:50, 30:36] = 90  # a dark blob
+    maps = LocalContrast(polarity="darker", line_length=15).predict([image]).maps[0]
+    assert maps[20, 32] > 2 * maps[46, 32]
+    with pytest.raises(ValueError, match="line_length must be 0"):
+        LocalContrast(line_length=6)
 
 
 def test_resize_keeps_masks_binary_and_images_hwc() -> None:

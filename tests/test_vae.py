@@ -302,3 +302,19 @@ def test_polarity_keeps_only_pixels_darker_or_brighter_than_the_reconstruction(
     dark, bright = np.maximum(-residual, 0), np.maximum(residual, 0)
     assert (dark * bright == 0).all() and (dark + bright > 0).any()
     assert not np.allclose(maps["darker"], maps["brighter"])
+
+
+def test_line_length_puts_the_darker_error_through_the_line_detector(fitted: VAE) -> None:
+    from vad_inspection.vad.ops import line_response
+
+    test_images, _, _ = scenes(3, SIZE, 3, defect_every=1)
+    raw = fitted.run_graph(network_input(test_images, fitted.input))
+    model = fitted.with_options(polarity="darker", score="max", line_length=7)
+    assert model.pixel_threshold is None  # calibrated on another map: dropped
+    prediction = model.predict(test_images)
+    want = line_response(np.maximum(-raw["residual"][:, 0], 0).astype(np.float32), 7)
+    np.testing.assert_allclose(prediction.maps, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(prediction.scores, want.reshape(3, -1).max(1), rtol=1e-5)
+    for bad in (4, 1, -3):
+        with pytest.raises(ValueError, match="line_length must be 0"):
+            VAEConfig(line_length=bad)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from vad_inspection.vad.base import Prediction
-from vad_inspection.vad.ops import POLARITIES, one_sided
+from vad_inspection.vad.ops import POLARITIES, line_response, one_sided
 from vad_inspection.vad.preprocess import to_gray
 
 
@@ -52,17 +52,21 @@ class LocalContrast:
     ignoring slow illumination gradients, which the local mean absorbs. ``polarity="darker"``
     keeps only pixels darker than their surroundings: the training-free counterpart of the VAE's
     darker-than-reconstruction map, so that what the VAE adds over a high-pass filter is measured
-    (on CrackForest tiles: nothing, README).
+    (on CrackForest tiles: nothing, README). ``line_length`` > 0 replaces the smoothing by the
+    line detector the VAE's crack options use (:func:`~vad_inspection.vad.ops.line_response`).
     """
 
     context: float = 8.0
     sigma: float = 1.0
     polarity: str = "both"
+    line_length: int = 0
     name: str = "local_contrast"
 
     def __post_init__(self) -> None:
         if self.polarity not in POLARITIES:
             raise ValueError(f"polarity must be one of {POLARITIES}; got {self.polarity!r}")
+        if self.line_length and (self.line_length < 3 or self.line_length % 2 == 0):
+            raise ValueError(f"line_length must be 0 (off) or odd >= 3; got {self.line_length}")
         if self.context <= 0 or self.sigma < 0:
             raise ValueError(
                 f"context must be > 0 and sigma >= 0; got context={self.context}, "
@@ -77,5 +81,8 @@ class LocalContrast:
         for image in images:
             gray = to_gray(image)
             difference = one_sided(gray - _smooth(gray, self.context), self.polarity)
-            maps.append(_smooth(difference, self.sigma) if self.sigma > 0 else difference)
+            if self.line_length:
+                maps.append(line_response(difference[None], self.line_length)[0])
+            else:
+                maps.append(_smooth(difference, self.sigma) if self.sigma > 0 else difference)
         return _predict(maps)

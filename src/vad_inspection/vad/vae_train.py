@@ -312,7 +312,7 @@ def evaluate_loss(net: ConvVAE, data: np.ndarray, config: VAEConfig) -> dict[str
 def _resumable_config(config: VAEConfig) -> dict[str, object]:
     """The options a checkpoint must match to be resumed (not scoring, epochs or patience)."""
     ignored = {"progress", "checkpoint_dir", "map_source", "score", "sigma", "epochs", "patience",
-               "threshold_k", "threshold_quantile"}  # fmt: skip
+               "threshold_k", "threshold_quantile", "line_length"}  # fmt: skip
     return {k: v for k, v in asdict(config).items() if k not in ignored}
 
 
