@@ -78,6 +78,30 @@ def test_line_response_keeps_a_thin_line_and_suppresses_a_blob_of_equal_darkness
             line_response(maps, bad)
 
 
+def test_line_response_equals_oriented_2d_filtering() -> None:
+    """The compiled kernel against an independent route: OpenCV 2-D filtering with each
+    orientation's line as a kernel, the maximum, minus OpenCV's box mean."""
+    import cv2
+
+    from vad_inspection.vad.ops import LINE_ORIENTATIONS, _line_offsets
+
+    maps = np.random.default_rng(3).random((3, 40, 56), dtype=np.float32)
+    length, half = 11, 5
+    want = []
+    for m in maps:
+        lines = []
+        for offsets in _line_offsets(length, LINE_ORIENTATIONS):
+            kernel = np.zeros((length, length), np.float32)
+            kernel[offsets[:, 0] + half, offsets[:, 1] + half] = 1.0 / len(offsets)
+            lines.append(cv2.filter2D(m, -1, kernel, borderType=cv2.BORDER_REFLECT_101))
+        box = cv2.blur(m, (length, length), borderType=cv2.BORDER_REFLECT_101)
+        want.append(np.max(lines, axis=0) - box)
+    np.testing.assert_allclose(line_response(maps, length), np.stack(want), atol=1e-5)
+    for offsets in _line_offsets(length, LINE_ORIENTATIONS):  # each line spans `length` px
+        extent = np.hypot(*(offsets.max(axis=0) - offsets.min(axis=0)))
+        assert length - 1 - 1.5 <= extent <= length - 1 + 1.5
+
+
 def test_local_contrast_line_length_uses_the_line_detector() -> None:
     rng = np.random.default_rng(2)
     image = _texture(rng)
