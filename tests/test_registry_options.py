@@ -34,6 +34,11 @@ def test_shared_options_are_not_method_options_and_baselines_take_their_own() ->
     assert (model.polarity, model.context, model.name) == ("darker", 16.0, "local_contrast")
     with pytest.raises(ValueError, match="polarity must be one of"):
         create_model("local_contrast", **parse_options("local_contrast", ["polarity=up"]))
+    lines = create_model("dark_lines", CommonOptions(size=32))
+    assert (lines.name, lines.polarity, lines.line_length, lines.context) == (
+        "dark_lines", "darker", 23, 16.0,
+    )  # fmt: skip
+    assert create_model("dark_lines", line_length=15).line_length == 15
 
 
 @pytest.mark.parametrize(

@@ -21,7 +21,13 @@ from vad_inspection.vad.artifact import ArtifactError
 from vad_inspection.vad.backbones import BACKBONES, RANDOM, BackboneError
 from vad_inspection.vad.calibration import CalibrationError
 from vad_inspection.vad.preprocess import InputError
-from vad_inspection.vad.registry import BASELINES, MODELS, CommonOptions, parse_options
+from vad_inspection.vad.registry import (
+    BASELINES,
+    MODELS,
+    TRAINING_FREE,
+    CommonOptions,
+    parse_options,
+)
 
 
 def _settings(text: str) -> tuple[int, ...]:
@@ -110,7 +116,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_eval_options(ev)
 
     fit = sub.add_parser("fit", help="learn normal from a dataset's normal images; write a model")
-    fit.add_argument("--method", choices=sorted(set(MODELS) - set(BASELINES)), required=True)
+    fit.add_argument("--method", choices=sorted(set(MODELS) - set(TRAINING_FREE)), required=True)
     fit.add_argument("--data", required=True, metavar="SPEC", help="dataset spec kind:path[?...]")
     fit.add_argument("-o", "--out", type=Path, required=True, help="model file to write (.vad)")
     fit.add_argument("--size", type=int, default=256, help="input size (square)")

@@ -14,7 +14,7 @@ from pathlib import Path
 from vad_inspection.vad import artifact
 from vad_inspection.vad.backbones import RANDOM, load_onnx
 from vad_inspection.vad.base import AnomalyModel
-from vad_inspection.vad.baselines import DarkestPixel, LocalContrast
+from vad_inspection.vad.baselines import DARK_LINES, DarkestPixel, LocalContrast
 from vad_inspection.vad.calibration import Calibration
 from vad_inspection.vad.padim import PaDiM, PaDiMConfig
 from vad_inspection.vad.patchcore import PatchCore, PatchCoreConfig
@@ -60,6 +60,9 @@ def _padim(common: CommonOptions, **options: object) -> PaDiM:
 MODELS: dict[str, Callable[..., AnomalyModel]] = {
     "darkest_pixel": lambda common, **o: _config(DarkestPixel, common, o),
     "local_contrast": lambda common, **o: _config(LocalContrast, common, o),
+    "dark_lines": lambda common, **o: _config(
+        LocalContrast, common, {**DARK_LINES, **o, "name": "dark_lines"}
+    ),
     "patchcore": _patchcore,
     "padim": _padim,
     "vae": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "vae"})),
@@ -67,10 +70,13 @@ MODELS: dict[str, Callable[..., AnomalyModel]] = {
     "ae": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "ae"})),
 }
 BASELINES: tuple[str, ...] = ("darkest_pixel", "local_contrast")
+#: Models with nothing to learn or save: the baselines and the ``dark_lines`` reference.
+TRAINING_FREE: tuple[str, ...] = (*BASELINES, "dark_lines")
 #: The config class whose fields are each method's own options (what ``parse_options`` accepts).
 CONFIGS: dict[str, type] = {
     "darkest_pixel": DarkestPixel,
     "local_contrast": LocalContrast,
+    "dark_lines": LocalContrast,
     "patchcore": PatchCoreConfig,
     "padim": PaDiMConfig,
     "vae": VAEConfig,
