@@ -5,8 +5,9 @@ the ones measured on the 2-core development machine (``benchmarks/vae.py``, READ
 allowance for floating-point differences between CPUs. The VAE is trained with the crack options
 (:data:`~vad_inspection.vad.vae.CRACK_OPTIONS`). What is asserted is also what the README says:
 its darker-than-reconstruction map beats both baselines on pixel AUROC and Dice, its image score
-beats both, the Grad-CAM attention map of the same network is worse than both, and a
-darker-only local contrast without any network matches the darker map.
+beats both, the line detector is what lifts the image score, the Grad-CAM attention map of the
+same network is worse than both, and ``dark_lines`` (the crack options without the network)
+matches the VAE.
 """
 
 from __future__ import annotations
@@ -27,8 +28,6 @@ pytestmark = pytest.mark.slow
 
 SIZE = 64
 TOLERANCE = 0.01
-#: The training-free counterpart of the darker map (README: it matches the VAE on these tiles).
-DARKER_REFERENCE = {"polarity": "darker", "context": 16.0, "sigma": 2.0}
 
 
 def _metrics(model, val: np.ndarray, test: np.ndarray, labels, masks) -> dict[str, float]:
@@ -60,11 +59,11 @@ def measured() -> dict[str, dict[str, float]]:
             vae.with_options(map_source="attention"), val, test, labels, masks
         ),
         "vae_darker": _metrics(vae, val, test, labels, masks),
+        "vae_darker_no_line": _metrics(vae.with_options(line_length=0), val, test, labels, masks),
     }
     for name in BASELINES:
         out[name] = _metrics(create_model(name, common), val, test, labels, masks)
-    reference = create_model("local_contrast", common, **DARKER_REFERENCE)
-    out["darker_reference"] = _metrics(reference, val, test, labels, masks)
+    out["dark_lines"] = _metrics(create_model("dark_lines", common), val, test, labels, masks)
     print(out)
     return out
 
@@ -75,11 +74,11 @@ def test_darker_map_beats_both_baselines_at_pixel_level(measured) -> None:
         measured["darkest_pixel"],
         measured["local_contrast"],
     )
-    # measured: pixel AUROC 0.941 vs 0.831 / 0.875; Dice 0.499 vs 0.302 / 0.332
-    assert vae["pixel_auroc"] >= contrast["pixel_auroc"] + 0.066 - TOLERANCE
-    assert vae["pixel_auroc"] >= dark["pixel_auroc"] + 0.110 - TOLERANCE
-    assert vae["dice"] >= contrast["dice"] + 0.167 - TOLERANCE
-    assert vae["dice"] >= dark["dice"] + 0.197 - TOLERANCE
+    # measured: pixel AUROC 0.940 vs 0.831 / 0.875; Dice 0.536 vs 0.302 / 0.332
+    assert vae["pixel_auroc"] >= contrast["pixel_auroc"] + 0.065 - TOLERANCE
+    assert vae["pixel_auroc"] >= dark["pixel_auroc"] + 0.109 - TOLERANCE
+    assert vae["dice"] >= contrast["dice"] + 0.204 - TOLERANCE
+    assert vae["dice"] >= dark["dice"] + 0.234 - TOLERANCE
 
 
 def test_image_score_beats_both_baselines(measured) -> None:
@@ -88,9 +87,18 @@ def test_image_score_beats_both_baselines(measured) -> None:
         measured["darkest_pixel"],
         measured["local_contrast"],
     )
-    # measured: image AUROC 0.834 vs 0.791 (darkest pixel) and 0.712 (local contrast)
-    assert vae["image_auroc"] >= dark["image_auroc"] + 0.043 - TOLERANCE
-    assert vae["image_auroc"] >= contrast["image_auroc"] + 0.122 - TOLERANCE
+    # measured: image AUROC 0.902 vs 0.791 (darkest pixel) and 0.712 (local contrast)
+    assert vae["image_auroc"] >= dark["image_auroc"] + 0.111 - TOLERANCE
+    assert vae["image_auroc"] >= contrast["image_auroc"] + 0.190 - TOLERANCE
+    assert vae["image_auroc"] >= 0.90 - TOLERANCE  # the issue's target
+
+
+def test_line_detector_raises_image_auroc_and_dice(measured) -> None:
+    with_line, without = measured["vae_darker"], measured["vae_darker_no_line"]
+    # measured: image AUROC 0.902 vs 0.834, Dice 0.536 vs 0.499, pixel AUROC 0.940 vs 0.941
+    assert with_line["image_auroc"] >= without["image_auroc"] + 0.068 - TOLERANCE
+    assert with_line["dice"] >= without["dice"] + 0.037 - TOLERANCE
+    assert with_line["pixel_auroc"] >= without["pixel_auroc"] - 0.001 - TOLERANCE
 
 
 def test_attention_map_does_not_beat_the_baselines(measured) -> None:
@@ -102,9 +110,10 @@ def test_attention_map_does_not_beat_the_baselines(measured) -> None:
 
 
 def test_darker_map_is_matched_by_a_one_sided_high_pass(measured) -> None:
-    """README: on these tiles the VAE's darker map is no better than darker-only local contrast.
+    """README: on these tiles the VAE's map is no better than ``dark_lines``, the same polarity
+    and line detector on a local mean instead of the reconstruction.
     If the VAE pulls ahead (or falls behind) by more than the tolerance, update the README."""
-    vae, reference = measured["vae_darker"], measured["darker_reference"]
-    # measured: 0.941 vs 0.944 (pixel AUROC), 0.499 vs 0.509 (Dice), 0.834 vs 0.837 (image AUROC)
+    vae, reference = measured["vae_darker"], measured["dark_lines"]
+    # measured: 0.940 vs 0.940 (pixel AUROC), 0.536 vs 0.537 (Dice), 0.902 vs 0.900 (image AUROC)
     for metric in ("pixel_auroc", "dice", "image_auroc"):
         assert abs(vae[metric] - reference[metric]) <= 0.02, metric
