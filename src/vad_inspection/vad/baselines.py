@@ -86,9 +86,3 @@ class LocalContrast:
             else:
                 maps.append(_smooth(difference, self.sigma) if self.sigma > 0 else difference)
         return _predict(maps)
-
-
-#: ``dark_lines``: local contrast over 16 px, darker pixels only, through the 23 px line detector.
-#: The VAE's crack options without the VAE (same polarity and line detector, a Gaussian local
-#: mean for the reconstruction), run beside it so a table shows what the network adds.
-DARK_LINES: dict[str, object] = {"context": 16.0, "polarity": "darker", "line_length": 23}

@@ -121,6 +121,16 @@ def _line_offsets(length: int, orientations: int) -> tuple[np.ndarray, ...]:
     return tuple(offsets)
 
 
+@lru_cache(maxsize=16)
+def _packed_line_offsets(length: int, orientations: int) -> tuple[np.ndarray, ...]:
+    """:func:`_line_offsets` as the kernel takes them: row offsets, column offsets, and where
+    each orientation's group starts (computed once per length, not per frame)."""
+    offsets = _line_offsets(length, orientations)
+    flat = np.concatenate(offsets)
+    starts = np.cumsum([0] + [len(o) for o in offsets]).astype(np.int64)
+    return np.ascontiguousarray(flat[:, 0]), np.ascontiguousarray(flat[:, 1]), starts
+
+
 def line_response(
     maps: np.ndarray, length: int, orientations: int = LINE_ORIENTATIONS
 ) -> np.ndarray:
@@ -140,11 +150,8 @@ def line_response(
     maps = np.ascontiguousarray(maps, dtype=np.float32)
     r = length // 2
     padded = np.pad(maps, ((0, 0), (r, r), (r, r)), mode="reflect")
-    offsets = _line_offsets(length, orientations)
-    flat = np.concatenate(offsets).astype(np.int64) + r
-    starts = np.cumsum([0] + [len(o) for o in offsets]).astype(np.int64)
-    rows, cols = np.ascontiguousarray(flat[:, 0]), np.ascontiguousarray(flat[:, 1])
-    best = _max_line_mean(padded, rows, cols, starts, maps.shape[1], maps.shape[2])
+    rows, cols, starts = _packed_line_offsets(length, orientations)
+    best = _max_line_mean(padded, rows + r, cols + r, starts, maps.shape[1], maps.shape[2])
     square = np.stack(
         [cv2.blur(m, (length, length), borderType=cv2.BORDER_REFLECT_101) for m in maps]
     )

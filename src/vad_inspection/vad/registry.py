@@ -14,11 +14,11 @@ from pathlib import Path
 from vad_inspection.vad import artifact
 from vad_inspection.vad.backbones import RANDOM, load_onnx
 from vad_inspection.vad.base import AnomalyModel
-from vad_inspection.vad.baselines import DARK_LINES, DarkestPixel, LocalContrast
+from vad_inspection.vad.baselines import DarkestPixel, LocalContrast
 from vad_inspection.vad.calibration import Calibration
 from vad_inspection.vad.padim import PaDiM, PaDiMConfig
 from vad_inspection.vad.patchcore import PatchCore, PatchCoreConfig
-from vad_inspection.vad.vae import VAE, VAEConfig
+from vad_inspection.vad.vae import CRACK_OPTIONS, VAE, VAEConfig
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,16 @@ def _padim(common: CommonOptions, **options: object) -> PaDiM:
     config = _config(PaDiMConfig, common, options)
     return PaDiM(config, load_onnx(common.backbone, common.weights, common.seed))
 
+
+#: ``dark_lines``: the VAE's crack options without the VAE -- local contrast over 16 px (a Gaussian
+#: local mean in place of the reconstruction), with the crack options' polarity and line detector,
+#: derived from them so the two stay matched. Run beside the VAE so a table shows what the
+#: network adds.
+DARK_LINES: dict[str, object] = {
+    "context": 16.0,
+    "polarity": CRACK_OPTIONS["polarity"],
+    "line_length": CRACK_OPTIONS["line_length"],
+}
 
 MODELS: dict[str, Callable[..., AnomalyModel]] = {
     "darkest_pixel": lambda common, **o: _config(DarkestPixel, common, o),
