@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from vad_inspection.vad.baselines import DarkestPixel, LocalContrast
-from vad_inspection.vad.ops import line_response, one_sided
+from vad_inspection.vad.ops import gaussian_blur, line_response, one_sided
 from vad_inspection.vad.preprocess import as_hwc, resize_image, resize_mask, to_gray
 
 
@@ -107,8 +108,14 @@ def test_local_contrast_line_length_uses_the_line_detector() -> None:
     image = _texture(rng)
     image[20:22, 4:60] = 90  # a dark line
     image[44:50, 30:36] = 90  # a dark blob
-    maps = LocalContrast(polarity="darker", line_length=15).predict([image]).maps[0]
-    assert maps[20, 32] > 2 * maps[46, 32]
+    raw = LocalContrast(polarity="darker", line_length=15, sigma=0).predict([image]).maps
+    assert raw[0, 20, 32] > 2 * raw[0, 46, 32]
+    gray = to_gray(image)
+    difference = np.maximum(cv2.GaussianBlur(gray, (0, 0), 8.0) - gray, 0)[None]
+    np.testing.assert_allclose(raw, line_response(difference, 15), rtol=1e-5, atol=1e-6)
+    # the smoothing (sigma 1 by default) comes after the line detector
+    smoothed = LocalContrast(polarity="darker", line_length=15).predict([image]).maps
+    np.testing.assert_allclose(smoothed, gaussian_blur(raw, 1.0), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="line_length must be 0"):
         LocalContrast(line_length=6)
 

@@ -305,16 +305,20 @@ def test_polarity_keeps_only_pixels_darker_or_brighter_than_the_reconstruction(
 
 
 def test_line_length_puts_the_darker_error_through_the_line_detector(fitted: VAE) -> None:
-    from vad_inspection.vad.ops import line_response
+    from vad_inspection.vad.ops import gaussian_blur, line_response
 
     test_images, _, _ = scenes(3, SIZE, 3, defect_every=1)
     raw = fitted.run_graph(network_input(test_images, fitted.input))
-    model = fitted.with_options(polarity="darker", score="max", line_length=7)
+    model = fitted.with_options(polarity="darker", score="max", line_length=7, sigma=0.0)
     assert model.pixel_threshold is None  # calibrated on another map: dropped
     prediction = model.predict(test_images)
     want = line_response(np.maximum(-raw["residual"][:, 0], 0).astype(np.float32), 7)
     np.testing.assert_allclose(prediction.maps, want, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(prediction.scores, want.reshape(3, -1).max(1), rtol=1e-5)
+    # sigma smooths the line response (not the error before it), as in the crack options
+    smoothed = model.with_options(sigma=1.0).predict(test_images)
+    np.testing.assert_allclose(smoothed.maps, gaussian_blur(want, 1.0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(smoothed.maps, want, atol=1e-4)
     for bad in (4, 1, -3):
         with pytest.raises(ValueError, match="line_length must be 0"):
             VAEConfig(line_length=bad)

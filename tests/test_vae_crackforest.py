@@ -59,7 +59,9 @@ def measured() -> dict[str, dict[str, float]]:
             vae.with_options(map_source="attention"), val, test, labels, masks
         ),
         "vae_darker": _metrics(vae, val, test, labels, masks),
-        "vae_darker_no_line": _metrics(vae.with_options(line_length=0), val, test, labels, masks),
+        "vae_darker_no_line": _metrics(
+            vae.with_options(line_length=0, sigma=2.0), val, test, labels, masks
+        ),
     }
     for name in BASELINES:
         out[name] = _metrics(create_model(name, common), val, test, labels, masks)

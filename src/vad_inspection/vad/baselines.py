@@ -52,8 +52,9 @@ class LocalContrast:
     ignoring slow illumination gradients, which the local mean absorbs. ``polarity="darker"``
     keeps only pixels darker than their surroundings: the training-free counterpart of the VAE's
     darker-than-reconstruction map, so that what the VAE adds over a high-pass filter is measured
-    (on CrackForest tiles: nothing, README). ``line_length`` > 0 replaces the smoothing by the
-    line detector the VAE's crack options use (:func:`~vad_inspection.vad.ops.line_response`).
+    (on CrackForest tiles: nothing, README). ``line_length`` > 0 puts the difference through the
+    line detector the VAE's crack options use (:func:`~vad_inspection.vad.ops.line_response`)
+    before the smoothing.
     """
 
     context: float = 8.0
@@ -82,7 +83,6 @@ class LocalContrast:
             gray = to_gray(image)
             difference = one_sided(gray - _smooth(gray, self.context), self.polarity)
             if self.line_length:
-                maps.append(line_response(difference[None], self.line_length)[0])
-            else:
-                maps.append(_smooth(difference, self.sigma) if self.sigma > 0 else difference)
+                difference = line_response(difference[None], self.line_length)[0]
+            maps.append(_smooth(difference, self.sigma) if self.sigma > 0 else difference)
         return _predict(maps)

@@ -65,6 +65,7 @@ DARK_LINES: dict[str, object] = {
     "context": 16.0,
     "polarity": CRACK_OPTIONS["polarity"],
     "line_length": CRACK_OPTIONS["line_length"],
+    "sigma": CRACK_OPTIONS["sigma"],
 }
 
 MODELS: dict[str, Callable[..., AnomalyModel]] = {
