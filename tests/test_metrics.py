@@ -346,6 +346,38 @@ def test_dice_and_iou_empty_cases() -> None:
     assert M.dice(some.astype(np.uint8), some.astype(np.uint8)) == 1.0
 
 
+def test_tolerant_f1_by_hand() -> None:
+    masks = np.zeros((2, 9, 9), dtype=bool)
+    predicted = np.zeros_like(masks)
+    masks[0, 4, 1:8] = True  # image 0: a 7 px horizontal crack
+    predicted[0, 5, 1:8] = True  # predicted one row below: no exact overlap
+    predicted[0, 0, 0] = True  # and one stray pixel 4+ px from the crack
+    masks[1, 2, 2] = True  # image 1: one truth pixel, nothing predicted
+    exact = M.tolerant_f1(masks, predicted, 0)
+    assert (exact.precision, exact.recall) == (0.0, 0.0)
+    assert exact.f1 == M.dice(masks, predicted) == 0.0
+    # 1 px: the 7 shifted pixels match (precision 7/8), 7 of 8 truth pixels are found
+    one = M.tolerant_f1(masks, predicted, 1)
+    assert (one.tolerance, one.precision, one.recall) == (1, 7 / 8, 7 / 8)
+    assert one.f1 == pytest.approx(7 / 8)
+    # Euclidean radius: (0, 0) is sqrt(4^2 + 1^2) > 4 from the crack's end at (4, 1)
+    assert M.tolerant_f1(masks, predicted, 4).precision == 7 / 8
+    assert M.tolerant_f1(masks, predicted, 5).precision == 1.0
+
+
+def test_tolerant_f1_zero_equals_dice_on_random_masks() -> None:
+    rng = np.random.default_rng(0)
+    masks, predicted = rng.random((2, 3, 16, 16)) < 0.2
+    assert M.tolerant_f1(masks, predicted, 0).f1 == pytest.approx(M.dice(masks, predicted))
+    wider = [M.tolerant_f1(masks, predicted, t).f1 for t in range(4)]
+    assert wider == sorted(wider)  # a wider match radius never scores lower
+    for bad in (-1, 1.5, True):
+        with pytest.raises(M.MetricError, match="tolerance must be an integer"):
+            M.tolerant_f1(masks, predicted, bad)
+    with pytest.raises(M.MetricError, match="needs at least one anomalous"):
+        M.tolerant_f1(np.zeros_like(masks), predicted)
+
+
 # ------------------------------------------------------------------------------------------
 # Degenerate input
 # ------------------------------------------------------------------------------------------
