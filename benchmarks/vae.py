@@ -69,7 +69,7 @@ MAPS: dict[str, dict[str, object]] = {
     "darker": {"map_source": "reconstruction", "polarity": "darker", "score": "max",
                "line_length": 0},
     "darker+line": {"map_source": "reconstruction", "polarity": "darker", "score": "max",
-                    "line_length": CRACK_OPTIONS["line_length"]},
+                    "line_length": CRACK_OPTIONS["line_length"], "sigma": CRACK_OPTIONS["sigma"]},
 }  # fmt: skip
 #: Training-free references beside the two required baselines: local contrast over 16 px keeping
 #: only pixels darker than their surroundings (the VAE's darker map without the VAE), smoothed as
