@@ -43,7 +43,7 @@ from vad_inspection.eval.runner import load_images, load_masks, predict_batched
 from vad_inspection.eval.settings import Split, build_split
 from vad_inspection.vad.base import AnomalyModel
 from vad_inspection.vad.registry import BASELINES, CommonOptions, create_model, parse_options
-from vad_inspection.vad.vae import CRACK_OPTIONS, VAE
+from vad_inspection.vad.vae import CRACK_OPTIONS, VAE, VAEConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -63,11 +63,15 @@ NETWORKS: dict[str, tuple[str, dict[str, object]]] = {
 #: squared reconstruction error, and the error where the image is darker than its reconstruction
 #: (cracks and holes are dark), scored by its peak, and that through the crack options' line
 #: detector (long thin structure kept, blobs suppressed).
+#: Gaussian smoothing of the maps without the line detector: VAEConfig's default, for every network
+#: (the crack options' sigma 1 is for the line response).
+SIGMA = VAEConfig.sigma
 MAPS: dict[str, dict[str, object]] = {
     "attention": {"map_source": "attention"},
-    "reconstruction": {"map_source": "reconstruction", "polarity": "both", "line_length": 0},
+    "reconstruction": {"map_source": "reconstruction", "polarity": "both", "line_length": 0,
+                       "sigma": SIGMA},
     "darker": {"map_source": "reconstruction", "polarity": "darker", "score": "max",
-               "line_length": 0},
+               "line_length": 0, "sigma": SIGMA},
     "darker+line": {"map_source": "reconstruction", "polarity": "darker", "score": "max",
                     "line_length": CRACK_OPTIONS["line_length"], "sigma": CRACK_OPTIONS["sigma"]},
 }  # fmt: skip
