@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from vad_inspection.vad.base import Prediction
-from vad_inspection.vad.ops import POLARITIES, line_response, one_sided
+from vad_inspection.vad.ops import POLARITIES, check_line_length, line_response, one_sided
 from vad_inspection.vad.preprocess import to_gray
 
 
@@ -66,8 +66,7 @@ class LocalContrast:
     def __post_init__(self) -> None:
         if self.polarity not in POLARITIES:
             raise ValueError(f"polarity must be one of {POLARITIES}; got {self.polarity!r}")
-        if self.line_length and (self.line_length < 3 or self.line_length % 2 == 0):
-            raise ValueError(f"line_length must be 0 (off) or odd >= 3; got {self.line_length}")
+        check_line_length(self.line_length)
         if self.context <= 0 or self.sigma < 0:
             raise ValueError(
                 f"context must be > 0 and sigma >= 0; got context={self.context}, "

@@ -108,6 +108,14 @@ def one_sided(difference: np.ndarray, polarity: str) -> np.ndarray:
 LINE_ORIENTATIONS = 12
 
 
+def check_line_length(length: int) -> None:
+    """A model's ``line_length`` option: 0 (no line detector) or a length :func:`line_response`
+    accepts. Checked where the option is set (VAEConfig, LocalContrast), so a bad value fails at
+    construction rather than on the first frame."""
+    if length and (length < 3 or length % 2 == 0):
+        raise ValueError(f"line_length must be 0 (off) or odd >= 3; got {length}")
+
+
 @lru_cache(maxsize=16)
 def _line_offsets(length: int, orientations: int) -> tuple[np.ndarray, ...]:
     """Per orientation, the ``(k, 2)`` pixel offsets of a centred line of ``length`` px."""

@@ -61,7 +61,13 @@ from vad_inspection.vad.artifact import Artifact
 from vad_inspection.vad.base import Prediction
 from vad_inspection.vad.calibration import Calibration, from_normal_scores
 from vad_inspection.vad.features import make_session
-from vad_inspection.vad.ops import POLARITIES, gaussian_blur, line_response, one_sided
+from vad_inspection.vad.ops import (
+    POLARITIES,
+    check_line_length,
+    gaussian_blur,
+    line_response,
+    one_sided,
+)
 from vad_inspection.vad.preprocess import InputError, as_hwc, pixel_scale, resize_image
 
 VARIANTS: tuple[str, ...] = ("vae", "vae_plain", "ae")
@@ -183,8 +189,7 @@ class VAEConfig:
             )
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
-        if self.line_length and (self.line_length < 3 or self.line_length % 2 == 0):
-            raise ValueError(f"line_length must be 0 (off) or odd >= 3; got {self.line_length}")
+        check_line_length(self.line_length)
         if self.t <= 0 or self.latent_dim < 1 or self.width < 1 or self.epochs < 0:
             raise ValueError("t, latent_dim and width must be positive, epochs non-negative")
 
