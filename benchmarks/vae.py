@@ -62,18 +62,25 @@ NETWORKS: dict[str, tuple[str, dict[str, object]]] = {
 #: Anomaly maps every trained network is scored with (no retraining): the paper's attention, the
 #: squared reconstruction error, and the error where the image is darker than its reconstruction
 #: (cracks and holes are dark), scored by its peak, and that through the crack options' line
-#: detector (long thin structure kept, blobs suppressed).
+#: detector (long thin structure kept, blobs suppressed) with the crack options' masks (width by
+#: each crack's own depth, regions at least 12 px long) and with plain thresholded masks.
 #: Gaussian smoothing of the maps without the line detector: VAEConfig's default, for every network
 #: (the crack options' sigma 1 is for the line response).
 SIGMA = VAEConfig.sigma
+PLAIN_MASKS: dict[str, object] = {"mask_width_fraction": 0.0, "mask_min_length": 0}
+CRACK_MASKS: dict[str, object] = {k: CRACK_OPTIONS[k] for k in PLAIN_MASKS}
+LINE: dict[str, object] = {
+    "map_source": "reconstruction", "polarity": "darker", "score": "max",
+    "line_length": CRACK_OPTIONS["line_length"], "sigma": CRACK_OPTIONS["sigma"],
+}  # fmt: skip
 MAPS: dict[str, dict[str, object]] = {
-    "attention": {"map_source": "attention"},
+    "attention": {"map_source": "attention", **PLAIN_MASKS},
     "reconstruction": {"map_source": "reconstruction", "polarity": "both", "line_length": 0,
-                       "sigma": SIGMA},
+                       "sigma": SIGMA, **PLAIN_MASKS},
     "darker": {"map_source": "reconstruction", "polarity": "darker", "score": "max",
-               "line_length": 0, "sigma": SIGMA},
-    "darker+line": {"map_source": "reconstruction", "polarity": "darker", "score": "max",
-                    "line_length": CRACK_OPTIONS["line_length"], "sigma": CRACK_OPTIONS["sigma"]},
+               "line_length": 0, "sigma": SIGMA, **PLAIN_MASKS},
+    "darker+line": {**LINE, **CRACK_MASKS},
+    "darker+line, plain masks": {**LINE, **PLAIN_MASKS},
 }  # fmt: skip
 #: Training-free references beside the two required baselines: local contrast over 16 px keeping
 #: only pixels darker than their surroundings (the VAE's darker map without the VAE), smoothed as
@@ -85,6 +92,7 @@ REFERENCES: dict[str, tuple[str, dict[str, object]]] = {
         "local_contrast", {"polarity": "darker", "context": 16.0, "sigma": 2.0},
     ),
     "local_contrast darker 16px line": ("dark_lines", {}),
+    "local_contrast darker 16px line, plain masks": ("dark_lines", PLAIN_MASKS),
 }  # fmt: skip
 #: Columns of the table: (key, header, format); higher is better for all but train_s.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -142,7 +150,7 @@ def measure(model: AnomalyModel, data: SplitData, k: float, quantile: float) -> 
     val = predict_batched(model, data.val, 64)
     threshold = float(val.scores.mean() + k * val.scores.std())
     decided = M.at_threshold(data.labels, test.scores, threshold)
-    predicted = test.maps >= float(np.quantile(val.maps, quantile))
+    predicted = test.masks(float(np.quantile(val.maps, quantile)))
     return {
         "accuracy": decided.accuracy,
         "precision": decided.precision,
@@ -159,7 +167,8 @@ def measure(model: AnomalyModel, data: SplitData, k: float, quantile: float) -> 
 
 
 def frame_latency(model: VAE, frame: np.ndarray, runs: int, warmup: int = 10) -> dict[str, float]:
-    """Median / p90 ms of ``predict`` on one frame (tiled) and of the ONNX session alone."""
+    """Median / p90 ms of ``predict`` on one frame (tiled), of ``segment`` (the same and the
+    masks) and of the ONNX session alone."""
     from vad_inspection.vad.vae import network_input, tile_origins
 
     th, tw = model.input.size
@@ -169,16 +178,19 @@ def frame_latency(model: VAE, frame: np.ndarray, runs: int, warmup: int = 10) ->
         for c in tile_origins(frame.shape[1], tw)
     ]
     batch = network_input(tiles, model.input)
-    timings: dict[str, list[float]] = {"predict": [], "session": []}
+    timings: dict[str, list[float]] = {"predict": [], "segment": [], "session": []}
     for i in range(warmup + runs):
         start = time.perf_counter()
         model.predict([frame])
-        middle = time.perf_counter()
+        predicted = time.perf_counter()
+        model.segment([frame])
+        segmented = time.perf_counter()
         model.run_graph(batch)
         end = time.perf_counter()
         if i >= warmup:
-            timings["predict"].append((middle - start) * 1e3)
-            timings["session"].append((end - middle) * 1e3)
+            timings["predict"].append((predicted - start) * 1e3)
+            timings["segment"].append((segmented - predicted) * 1e3)
+            timings["session"].append((end - segmented) * 1e3)
     out: dict[str, float] = {"tiles": float(len(tiles))}
     for name, values in timings.items():
         out[f"{name}_median_ms"] = statistics.median(values)
@@ -307,7 +319,8 @@ def markdown(results: list[dict], command: str) -> str:
             lines.append(
                 f"- `{network}`: ONNX inference of a 256x256 frame ({int(lat['tiles'])} tiles of "
                 f"{result['size']} px in one batch), `predict` median "
-                f"{lat['predict_median_ms']:.1f} ms (p90 {lat['predict_p90_ms']:.1f}), ONNX "
+                f"{lat['predict_median_ms']:.1f} ms (p90 {lat['predict_p90_ms']:.1f}), `segment` "
+                f"(map and mask) {lat['segment_median_ms']:.1f} ms, ONNX "
                 f"Runtime session alone median {lat['session_median_ms']:.1f} ms "
                 f"(p90 {lat['session_p90_ms']:.1f})."
             )

@@ -120,6 +120,28 @@ def test_local_contrast_line_length_uses_the_line_detector() -> None:
         LocalContrast(line_length=6)
 
 
+def test_local_contrast_masks_judge_width_on_the_difference_before_the_line_detector() -> None:
+    rng = np.random.default_rng(3)
+    image = _texture(rng)
+    image[30:34, 4:60] = 60  # a deep crack, 4 px wide
+    options = dict(polarity="darker", line_length=15)
+    plain = LocalContrast(**options).predict([image])
+    narrowed = LocalContrast(**options, mask_width_fraction=0.5, mask_min_length=12).predict(
+        [image]
+    )
+    np.testing.assert_array_equal(narrowed.maps, plain.maps)
+    gray = to_gray(image)
+    difference = np.maximum(cv2.GaussianBlur(gray, (0, 0), 8.0) - gray, 0)
+    np.testing.assert_allclose(
+        narrowed.depth[0], gaussian_blur(difference[None], 1.0)[0], atol=1e-5
+    )
+    threshold = float(np.quantile(plain.maps, 0.9))
+    wide, narrow = plain.masks(threshold)[0], narrowed.masks(threshold)[0]
+    # the line response spreads past the crack's rows; the rule brings the mask back to them
+    assert wide[:, 32].sum() > narrow[:, 32].sum() >= 4 and narrow[30:34, 10:54].all()
+    assert not narrow[:26].any() and not narrow[38:].any()
+
+
 def test_resize_keeps_masks_binary_and_images_hwc() -> None:
     mask = np.zeros((300, 200), dtype=bool)
     mask[100:200, 50:150] = True

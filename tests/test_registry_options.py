@@ -26,7 +26,9 @@ def test_values_are_converted_to_the_fields_types() -> None:
 def test_shared_options_are_not_method_options_and_baselines_take_their_own() -> None:
     assert "size" not in method_options("patchcore") and "seed" not in method_options("vae")
     assert set(method_options("darkest_pixel")) == {"sigma"}
-    assert set(method_options("local_contrast")) == {"context", "sigma", "polarity", "line_length"}
+    assert set(method_options("local_contrast")) == {
+        "context", "sigma", "polarity", "line_length", "mask_width_fraction", "mask_min_length",
+    }  # fmt: skip
     with pytest.raises(KeyError, match="it has: sigma"):
         parse_options("darkest_pixel", ["k=1"])
     options = parse_options("local_contrast", ["polarity=darker", "context=16"])

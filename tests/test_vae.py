@@ -322,3 +322,38 @@ def test_line_length_puts_the_darker_error_through_the_line_detector(fitted: VAE
     for bad in (4, 1, -3):
         with pytest.raises(ValueError, match="line_length must be 0"):
             VAEConfig(line_length=bad)
+
+
+def test_mask_rule_judges_width_on_the_smoothed_error_before_the_line_detector(
+    fitted: VAE,
+) -> None:
+    from vad_inspection.vad.masks import MaskRule, defect_masks
+    from vad_inspection.vad.ops import gaussian_blur
+
+    test_images, _, _ = scenes(4, SIZE, 3, defect_every=1)
+    raw = fitted.run_graph(network_input(test_images, fitted.input))
+    options = dict(polarity="darker", score="max", line_length=7, sigma=1.0)
+    plain = fitted.with_options(**options).predict(test_images)
+    assert plain.depth is None and plain.rule.is_plain
+    model = fitted.with_options(**options, mask_width_fraction=0.5, mask_min_length=3)
+    prediction = model.predict(test_images)
+    np.testing.assert_array_equal(prediction.maps, plain.maps)  # the map is untouched
+    darker = np.maximum(-raw["residual"][:, 0], 0).astype(np.float32)
+    np.testing.assert_allclose(prediction.depth, gaussian_blur(darker, 1.0), rtol=1e-5, atol=1e-6)
+    assert prediction.rule == MaskRule(0.5, 3)
+    threshold = float(np.quantile(prediction.maps, 0.8))
+    masks = prediction.masks(threshold)
+    assert masks.sum() < (prediction.maps >= threshold).sum()
+    assert not (masks & (prediction.maps < threshold)).any()
+    # a frame of tiles carries its depth stitched like its map, and segment() uses the rule
+    frame = np.concatenate(test_images[:2], 1)
+    tiled = model.predict([frame])
+    assert tiled.depth.shape == (1, SIZE, 2 * SIZE)
+    np.testing.assert_allclose(tiled.depth[0, :, SIZE:], prediction.depth[1], atol=1e-6)
+    model.calibrate(prediction.scores, prediction.maps)
+    want = defect_masks(tiled.maps, model.pixel_threshold, MaskRule(0.5, 3), tiled.depth)
+    assert want.any()
+    np.testing.assert_array_equal(model.segment([frame]), want)
+    assert model.with_options(mask_min_length=0).pixel_threshold == model.pixel_threshold
+    with pytest.raises(ValueError, match="width_fraction must be in"):
+        VAEConfig(mask_width_fraction=1.5)

@@ -68,10 +68,7 @@ def load_masks(samples: Sequence[Sample], size: int) -> np.ndarray | None:
 
 def predict_batched(model: AnomalyModel, images: np.ndarray, batch_size: int) -> Prediction:
     parts = [model.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
-    return Prediction(
-        scores=np.concatenate([p.scores for p in parts]),
-        maps=np.concatenate([p.maps for p in parts]),
-    )
+    return Prediction.concat(parts)
 
 
 def evaluate(model_name: str, dataset_name: str, split: Split, config: EvalConfig) -> EvalOutcome:
@@ -113,7 +110,7 @@ def evaluate(model_name: str, dataset_name: str, split: Split, config: EvalConfi
         values["aupro"] = M.aupro(masks, test_pred.maps)
         if val_pred is not None:
             pixel_threshold = float(np.quantile(val_pred.maps, config.pixel_quantile))
-            predicted = test_pred.maps >= pixel_threshold
+            predicted = test_pred.masks(pixel_threshold)
             values["dice"] = M.dice(masks, predicted)
             values["iou"] = M.iou(masks, predicted)
     row = ResultRow(model=model_name, dataset=dataset_name, setting=split.setting, metrics=values)

@@ -66,6 +66,8 @@ DARK_LINES: dict[str, object] = {
     "polarity": CRACK_OPTIONS["polarity"],
     "line_length": CRACK_OPTIONS["line_length"],
     "sigma": CRACK_OPTIONS["sigma"],
+    "mask_width_fraction": CRACK_OPTIONS["mask_width_fraction"],
+    "mask_min_length": CRACK_OPTIONS["mask_min_length"],
 }
 
 MODELS: dict[str, Callable[..., AnomalyModel]] = {
