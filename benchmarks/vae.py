@@ -21,7 +21,7 @@ after warm-up.
     python benchmarks/vae.py --option sigma=3      # any other VAEConfig option
 
 Writes ``benchmarks/results/vae.md`` and ``vae.json`` (``--out`` to change). Every row says on
-which metrics it beats both baselines, and both darker-contrast references; a model that does not
+which metrics it beats both baselines, and all the darker-contrast references; a model that does not
 is reported as such.
 """
 
@@ -211,7 +211,7 @@ def a_frame(spec: str, size: int) -> np.ndarray:
 
 
 def verdicts(rows: list[Row]) -> None:
-    """Note on each learned row the metrics where it beats both baselines (and, apart, both
+    """Note on each learned row the metrics where it beats both baselines (and, apart, all the
     one-sided references), and where not."""
     baselines = [r for r in rows if r.model in BASELINES]
     references = [r for r in rows if r.model in REFERENCES]
@@ -220,7 +220,8 @@ def verdicts(rows: list[Row]) -> None:
             continue
         row.notes.append(_verdict(row, baselines, "both baselines"))
         if references:
-            row.notes.append(_verdict(row, references, "both darker-contrast references"))
+            what = f"all {len(references)} darker-contrast references"
+            row.notes.append(_verdict(row, references, what))
 
 
 def _verdict(row: Row, others: list[Row], what: str) -> str:
