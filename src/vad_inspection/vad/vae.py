@@ -37,11 +37,10 @@ with a small latent that cannot paint a crack back in; through a line detector
 rises too, and smoothing its response by 1 px the pixel AUROC. Masks that judge a crack's width
 by its own depth (:mod:`~vad_inspection.vad.masks`) lift Dice from 0.55 to 0.605. With
 :data:`CRACK_OPTIONS`: image AUROC 0.91, pixel AUROC 0.955, Dice 0.605, above both baselines on
-every metric. Hence the
-defaults: ``map_source="reconstruction"`` (``"attention"`` reproduces the paper),
-``score="residual"``, ``polarity="both"`` (general); :data:`CRACK_OPTIONS` for cracks. The score
-and the crack options were chosen by comparing on the CrackForest test splits, so their figures
-there are optimistic; the paper's ``mse`` score gave image AUROC 0.67.
+every metric. Hence the defaults: ``map_source="reconstruction"`` (``"attention"`` reproduces the
+paper), ``score="residual"``, ``polarity="both"`` (general); :data:`CRACK_OPTIONS` for cracks. The
+score and the crack options were chosen by comparing on the CrackForest test splits, so their
+figures there are optimistic; the paper's ``mse`` score gave image AUROC 0.67.
 And ``dark_lines`` -- local contrast (a Gaussian local mean instead of the reconstruction), darker
 pixels only, through the same line detector -- matches :data:`CRACK_OPTIONS` on CrackForest within
 0.01 on every metric: there the 4-d latent learns a tile's smooth shading and the darker map is a
