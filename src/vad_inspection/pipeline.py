@@ -134,7 +134,7 @@ def predict_files(
             continue
         score = float(prediction.scores[0])
         heat = prediction.maps[0]
-        normalized = anomalous = None
+        normalized = anomalous = mask = None
         if calibration is not None:
             normalized = float(calibration.normalize(np.array([score]))[0])
             anomalous = bool(calibration.is_anomalous(np.array([score]))[0])
@@ -142,11 +142,12 @@ def predict_files(
             # the map on its own; the others' maps share the image score's scale
             scale = getattr(model, "map_calibration", None) or calibration
             heat = scale.normalize(heat)
+            mask = prediction.masks(scale.threshold)[0]  # by the model's mask rule
         else:
             heat = (heat - heat.min()) / max(float(np.ptp(heat)), 1e-12)
         written = None
         if out_dir is not None:
             written = out_dir / f"{path.stem}_overlay.png"
-            write_png(written, overlay(image, heat, contour_at=0.5 if calibration else None))
+            write_png(written, overlay(image, heat, outline=mask))
         results.append(PredictResult(path, score, normalized, anomalous, written))
     return results

@@ -22,12 +22,12 @@ def to_display_rgb(image: np.ndarray) -> np.ndarray:
 
 
 def overlay(
-    image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, contour_at: float | None = 0.5
+    image: np.ndarray, heat: np.ndarray, alpha: float = 0.5, outline: np.ndarray | None = None
 ) -> np.ndarray:
     """Blend a [0, 1] heat map (JET colours) over the image at the image's own resolution.
 
-    ``contour_at`` outlines the region at or above that level (0.5 = the calibrated threshold
-    when the map is normalised), so the decision is visible, not only the colours.
+    ``outline`` (bool, the heat map's shape) is drawn as white contours: the model's defect mask,
+    so the decision is visible, not only the colours.
     """
     rgb = to_display_rgb(image)
     height, width = rgb.shape[:2]
@@ -35,8 +35,10 @@ def overlay(
     heat8 = (np.clip(heat, 0.0, 1.0) * 255).astype(np.uint8)
     colours = cv2.cvtColor(cv2.applyColorMap(heat8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     blended = cv2.addWeighted(rgb, 1.0 - alpha, colours, alpha, 0.0)
-    if contour_at is not None:
-        region = (heat >= contour_at).astype(np.uint8)
+    if outline is not None:
+        region = cv2.resize(
+            outline.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST
+        )
         contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         cv2.drawContours(blended, contours, -1, (255, 255, 255), 1)
     return blended

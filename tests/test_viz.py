@@ -1,0 +1,60 @@
+"""Heat-map overlays outline the model's own defect mask (its mask rule, not the bare threshold)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from vad_inspection.pipeline import predict_files
+from vad_inspection.vad.baselines import LocalContrast
+from vad_inspection.vad.calibration import Calibration
+from vad_inspection.viz import overlay
+
+WHITE = np.array([255, 255, 255], dtype=np.uint8)
+
+
+def _white(rgb: np.ndarray) -> np.ndarray:
+    return (rgb == WHITE).all(axis=2)
+
+
+def _edge(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` with a 4-neighbour outside it (where an external contour runs)."""
+    inner = cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8), borderValue=0)
+    return mask & ~inner.astype(bool)
+
+
+def _cracked(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    image = np.clip(rng.normal(150, 6, (64, 64)), 0, 255).astype(np.uint8)
+    image[30:33, 6:58] = 70  # a deep crack, 3 px wide
+    return np.repeat(image[:, :, None], 3, axis=2)
+
+
+def test_overlay_outlines_the_given_mask_only() -> None:
+    image = np.full((40, 50, 3), 120, np.uint8)
+    heat = np.zeros((40, 50), np.float32)
+    heat[10:20, 5:30] = 1.0
+    mask = np.zeros((40, 50), bool)
+    mask[12:18, 8:25] = True
+    drawn = _white(overlay(image, heat, outline=mask))
+    assert drawn.any() and not (drawn & ~_edge(mask)).any()
+    assert not _white(overlay(image, heat)).any()
+
+
+def test_predict_overlay_outlines_the_mask_rule_not_the_threshold(tmp_path: Path) -> None:
+    image = _cracked(0)
+    path = tmp_path / "crack.png"
+    cv2.imwrite(str(path), image)
+    model = LocalContrast(context=16.0, polarity="darker", line_length=15, mask_width_fraction=0.5)
+    prediction = model.predict([image])
+    threshold = float(np.quantile(prediction.maps, 0.9))
+    calibration = Calibration(threshold, float(prediction.maps.min()), 1.0, "test", 2)
+    [result] = predict_files(model, calibration, [path], tmp_path / "out", progress=False)
+    drawn = _white(cv2.cvtColor(cv2.imread(str(result.overlay)), cv2.COLOR_BGR2RGB))
+    rule_mask = prediction.masks(threshold)[0]
+    plain_mask = prediction.maps[0] >= threshold
+    assert rule_mask.sum() < plain_mask.sum()  # the rule narrows the thresholded band
+    assert drawn.any() and not (drawn & ~_edge(rule_mask)).any()
+    assert (_edge(plain_mask) & ~rule_mask).any()  # the plain band's edge is not drawn
