@@ -481,11 +481,12 @@ class VAE:
         config = self.config
         recon = depth = None
         rule = config.mask_rule
-        if config.map_source == "reconstruction" or config.score == "max":
+        from_reconstruction = config.map_source == "reconstruction"
+        if from_reconstruction or config.score == "max":
             error = reconstruction_error(out, config.polarity)
             if config.line_length:
-                if rule.width_fraction > 0:
-                    depth = gaussian_blur(error, config.sigma)
+                if from_reconstruction and rule.width_fraction > 0:
+                    depth = gaussian_blur(error, config.sigma)  # the mask's width, unwidened
                 error = line_response(error, config.line_length)
             recon = gaussian_blur(error, config.sigma)
         if config.score == "mse":
@@ -495,10 +496,7 @@ class VAE:
         else:
             coherent = gaussian_blur(out["residual"][:, 0], config.sigma) ** 2
             scores = coherent.reshape(len(coherent), -1).max(axis=1)
-        if config.map_source == "reconstruction":
-            maps = recon
-        else:
-            maps, depth = out["attention"][:, 0], None
+        maps = recon if from_reconstruction else out["attention"][:, 0]
         return Prediction(
             scores=scores.astype(np.float32), maps=maps.astype(np.float32), depth=depth, rule=rule
         )
