@@ -14,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from vad_inspection.errors import SetupError
+
 NORMAL = 0
 ANOMALOUS = 1
 
 
-class DatasetError(ValueError):
+class DatasetError(SetupError, ValueError):
     """A dataset is missing or does not follow its published layout.
 
     The message always names the offending path and what was expected there.

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 
+from ..errors import FrameError
+
 if TYPE_CHECKING:
     from rosbags.typesys.store import Typestore
 
@@ -32,7 +34,7 @@ _cache: dict[str, Typestore] = {}
 _lock = threading.Lock()
 
 
-class MessageError(ValueError):
+class MessageError(FrameError):
     """A message, its type or its bytes are not what the codec can handle.
 
     The text always names the message type (or encoding) and what exactly is wrong, so that a

@@ -32,6 +32,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from ..errors import SetupError
 from ..msgs import cdr
 from ..msgs.types import MessageError, check_distro, msg_class, normalize_typename
 from .clock import NS, Clock
@@ -49,7 +50,7 @@ _BYTES = (bytes, bytearray, memoryview)
 _SPIN_SLICE = 0.1  # s: how long spin() blocks before it looks at the shutdown flag again
 
 
-class TransportError(RuntimeError):
+class TransportError(SetupError):
     """The middleware refused an operation (closed bus, failed write, incompatible topic)."""
 
 

@@ -35,10 +35,12 @@ from typing import Any
 
 import yaml
 
+from ..errors import SetupError
+
 PARAMS_KEY = "ros__parameters"
 
 
-class ParameterError(ValueError):
+class ParameterError(SetupError, ValueError):
     """A parameter file, declaration or value is invalid; the message says which and where."""
 
 

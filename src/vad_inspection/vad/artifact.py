@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from vad_inspection import __version__
+from vad_inspection.errors import SetupError
 
 FORMAT = "vad_inspection.model"
 FORMAT_VERSION = 1
 META = "meta.json"
 
 
-class ArtifactError(ValueError):
+class ArtifactError(SetupError, ValueError):
     """A model file cannot be read: missing, truncated, foreign, or of an unknown version."""
 
 

@@ -15,11 +15,13 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from vad_inspection.errors import SetupError
+
 RANDOM = "random"
 IMAGENET = "imagenet"
 
 
-class BackboneError(RuntimeError):
+class BackboneError(SetupError):
     """A backbone cannot be built or exported; the message says what is missing."""
 
 

@@ -12,8 +12,10 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from vad_inspection.errors import SetupError
 
-class CalibrationError(ValueError):
+
+class CalibrationError(SetupError, ValueError):
     """Calibration cannot be computed from what was given."""
 
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from vad_inspection.errors import FrameError
+
 
 def as_hwc(image: np.ndarray) -> np.ndarray:
     """View a 2-D gray image as (H, W, 1); leave (H, W, C) alone; refuse anything else."""
@@ -53,7 +55,7 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
-class InputError(ValueError):
+class InputError(FrameError):
     """An image a model cannot take: wrong channel count, wrong dtype, NaN, empty."""
 
 
