@@ -151,3 +151,26 @@ def test_a_suite_entry_runs_its_extra_models_on_its_dataset_only(
     result = run_suite([entry], ["darkest_pixel"], tmp_path, settings=(1,), seed=0,
                        config=EvalConfig(progress=False), log=lambda *_: None)  # fmt: skip
     assert [row.model for row in result.rows] == ["darkest_pixel", "local_contrast"]
+
+
+def test_eval_model_file_scores_a_fitted_model_on_other_data_without_refitting(
+    mvtec: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "tiles.vad"
+    assert main(["fit", "--method", "patchcore", "--data", f"mvtec:{mvtec}", "--size",
+                 str(SIZE), "-o", str(model), "--no-progress"]) == 0  # fmt: skip
+    before = model.stat().st_mtime_ns
+    out = tmp_path / "scored"
+    code = main(["eval", "--model-file", str(model), "--data", f"mvtec:{mvtec}", "-o", str(out),
+                 "--no-progress"])  # fmt: skip
+    assert code == 0 and model.stat().st_mtime_ns == before
+    printed = capsys.readouterr().out
+    assert "tiles.vad" in printed and "setting 0" in printed
+    with (out / "results.csv").open(newline="") as stream:
+        [row] = list(csv.DictReader(stream))
+    assert float(row["S0 image_auroc"]) >= 0.9  # blobs, at the file's own size
+    assert 0.0 < float(row["S0 image_f1_cal"]) <= 1.0  # judged at the file's threshold
+    assert 0.0 <= float(row["S0 dice"]) <= 1.0
+    assert main(["eval", "--model-file", str(tmp_path / "missing.vad"), "--data",
+                 f"mvtec:{mvtec}", "-o", str(out)]) == 2  # fmt: skip
+    assert "missing.vad does not exist" in capsys.readouterr().err

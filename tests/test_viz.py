@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from vad_inspection.pipeline import predict_files
+from vad_inspection.vad.detector import detector_for_model
 from vad_inspection.vad.baselines import LocalContrast
 from vad_inspection.vad.calibration import Calibration
 from vad_inspection.viz import overlay
@@ -51,7 +52,8 @@ def test_predict_overlay_outlines_the_mask_rule_not_the_threshold(tmp_path: Path
     prediction = model.predict([image])
     threshold = float(np.quantile(prediction.maps, 0.9))
     calibration = Calibration(threshold, float(prediction.maps.min()), 1.0, "test", 2)
-    [result] = predict_files(model, calibration, [path], tmp_path / "out", progress=False)
+    detector = detector_for_model(model, calibration)
+    [result] = predict_files(detector, [path], tmp_path / "out", progress=False)
     drawn = _white(cv2.cvtColor(cv2.imread(str(result.overlay)), cv2.COLOR_BGR2RGB))
     rule_mask = prediction.masks(threshold)[0]
     plain_mask = prediction.maps[0] >= threshold

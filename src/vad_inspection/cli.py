@@ -13,13 +13,14 @@ from pathlib import Path
 
 from vad_inspection import __version__
 from vad_inspection.data import DatasetError, open_dataset
+from vad_inspection.errors import VadError
 from vad_inspection.eval.metrics import MetricError
 from vad_inspection.eval.runner import EvalConfig
 from vad_inspection.eval.settings import SplitError
 from vad_inspection.eval.suite import SuiteEntry, run_suite
 from vad_inspection.vad.artifact import ArtifactError
 from vad_inspection.vad.backbones import BACKBONES, RANDOM, BackboneError
-from vad_inspection.vad.calibration import CalibrationError
+from vad_inspection.vad.calibration import DEFAULT_K, CalibrationError
 from vad_inspection.vad.preprocess import InputError
 from vad_inspection.vad.registry import (
     BASELINES,
@@ -87,7 +88,9 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
         help="model to evaluate (repeat for several; default: the baselines)",
     )
     parser.add_argument("--settings", type=_settings, default=(1, 2, 3), help="e.g. 1,2,3")
-    parser.add_argument("--threshold-k", type=float, default=1.0, help="mean + k*std calibration")
+    parser.add_argument(
+        "--threshold-k", type=float, default=DEFAULT_K, help="threshold mean + k*std of normals"
+    )
     parser.add_argument("--max-train", type=int, default=None, help="cap on training images")
     parser.add_argument(
         "--option",
@@ -112,6 +115,13 @@ def _build_parser() -> argparse.ArgumentParser:
         help="dataset spec kind:path[?key=value&...], e.g. crackforest:data/crackforest?tile=64",
     )
     ev.add_argument("--size", type=int, default=256, help="input size the images are scored at")
+    ev.add_argument(
+        "--model-file",
+        type=Path,
+        action="append",
+        help="score fitted model file(s) on the datasets instead of fitting (repeat for several):"
+        " every image, at the model's size, with the file's own thresholds",
+    )
     ev.add_argument("-o", "--out", type=Path, default=Path("out/eval"), help="output folder")
     _add_eval_options(ev)
 
@@ -122,7 +132,9 @@ def _build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--size", type=int, default=256, help="input size (square)")
     fit.add_argument("--coreset-ratio", type=float, default=None, help="PatchCore memory bank")
     fit.add_argument("--val-fraction", type=float, default=0.1, help="normals held out")
-    fit.add_argument("--threshold-k", type=float, default=3.0, help="threshold mean + k*std")
+    fit.add_argument(
+        "--threshold-k", type=float, default=DEFAULT_K, help="threshold mean + k*std of normals"
+    )
     fit.add_argument("--threshold-quantile", type=float, default=None, help="or a quantile")
     fit.add_argument("--max-train", type=int, default=None, help="cap on training images")
     fit.add_argument(
@@ -214,11 +226,11 @@ def _fit(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from vad_inspection import pipeline
-    from vad_inspection.vad.registry import load_model
+    from vad_inspection.vad.detector import load_detector
 
-    model, calibration = load_model(args.model)
+    detector = load_detector(args.model)
     paths = pipeline.expand_paths(args.images)
-    results = pipeline.predict_files(model, calibration, paths, args.out, not args.no_progress)
+    results = pipeline.predict_files(detector, paths, args.out, not args.no_progress)
     failed = 0
     for r in results:
         if r.error:
@@ -231,6 +243,40 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"{r.path}: score {r.score:.4g} norm {r.normalized:.3f} {verdict}  {r.overlay}")
     print(f"{len(results) - failed} scored, {failed} failed; overlays in {args.out}")
     return 1 if failed and failed == len(results) else 0
+
+
+def _eval_files(args: argparse.Namespace) -> int:
+    """``eval --model-file``: fitted models scored on other data, nothing refit."""
+    from vad_inspection.eval.report import plot_curves, results_table
+    from vad_inspection.eval.runner import evaluate_file
+    from vad_inspection.eval.suite import TABLE_METRICS
+    from vad_inspection.vad.detector import load_detector
+
+    if args.model:
+        raise ValueError(
+            "--model (fit and evaluate) and --model-file (score a file) exclude each other"
+        )
+    config = EvalConfig(progress=not args.no_progress)
+    detectors = [load_detector(path) for path in args.model_file]  # all files checked first
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows, written = [], []
+    for spec in args.data:
+        dataset = open_dataset(spec)
+        curves = []
+        for detector in detectors:
+            outcome = evaluate_file(detector, dataset, config)
+            rows.append(outcome.row)
+            curves.append(outcome.curve)
+        written.append(plot_curves(curves, args.out / f"curves_{dataset.name}.png", dataset.name))
+    metrics = tuple(m for m in TABLE_METRICS if any(m in r.metrics for r in rows))
+    table = results_table(rows, metrics)
+    table.to_csv(args.out / "results.csv")
+    (args.out / "results.md").write_text(table.to_markdown() + "\n", encoding="utf-8")
+    print(table.to_text())
+    print("(setting 0: every image of the dataset, thresholds from the model file)")
+    print("wrote:", *map(str, [*written, args.out / "results.csv", args.out / "results.md"]),
+          sep="\n  ")  # fmt: skip
+    return 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -251,6 +297,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _predict(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "eval" and args.model_file:
+            return _eval_files(args)
         if args.command == "eval":
             entries = [
                 SuiteEntry(open_dataset(spec), args.size, _split_options(args))
@@ -284,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
     except (
         DatasetError, SplitError, MetricError, ArtifactError, BackboneError, CalibrationError,
-        InputError, KeyError, ValueError,
+        InputError, VadError, KeyError, ValueError,
     ) as error:  # fmt: skip
         print(f"vad-inspection: {error}", file=sys.stderr)
         return 2

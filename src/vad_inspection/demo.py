@@ -18,6 +18,8 @@ from vad_inspection import pipeline
 from vad_inspection.data import open_dataset
 from vad_inspection.eval.runner import EvalConfig
 from vad_inspection.eval.suite import SuiteEntry, SuiteResult, run_suite
+from vad_inspection.vad.calibration import DEFAULT_K
+from vad_inspection.vad.detector import detector_for_model
 from vad_inspection.vad.registry import MODELS, CommonOptions, save_model
 from vad_inspection.vad.vae import CRACK_OPTIONS
 from vad_inspection.viz import write_png
@@ -37,7 +39,7 @@ class DemoOptions:
     settings: tuple[int, ...] = (1, 2, 3)
     max_train: int = 200
     seed: int = 0
-    threshold_k: float = 1.0
+    threshold_k: float = DEFAULT_K
     common: CommonOptions = field(default_factory=CommonOptions)
     #: the VAE with the crack options (dark, thin defects), as it runs on CrackForest only
     method_options: dict[str, dict[str, object]] = field(
@@ -76,7 +78,7 @@ def fit_and_show(options: DemoOptions, log=print) -> Path:
     """Fit PatchCore on normal magnetic tiles; score held-out defects; write a contact sheet."""
     dataset = open_dataset(f"magnetic_tile:{options.data_root}/magnetic_tile")
     model, report = pipeline.fit(
-        "patchcore", dataset, options.common, max_train=options.max_train, threshold_k=3.0
+        "patchcore", dataset, options.common, max_train=options.max_train, threshold_k=DEFAULT_K
     )
     model_path = save_model(model, options.out / "patchcore_magnetic_tile.vad", report.calibration)
     log(f"fitted PatchCore on {report.train_images} images in {report.fit_seconds:.1f} s -> "
@@ -86,7 +88,8 @@ def fit_and_show(options: DemoOptions, log=print) -> Path:
     normals = [dataset.normal[i] for i in rng.choice(len(dataset.normal), 4, replace=False)]
     chosen = defects + normals
     results = pipeline.predict_files(
-        model, report.calibration, [s.path for s in chosen], options.out / "overlays",
+        detector_for_model(model, report.calibration), [s.path for s in chosen],
+        options.out / "overlays",
         progress=options.common.progress,
     )  # fmt: skip
     tiles, captions = [], []

@@ -16,10 +16,11 @@ import numpy as np
 
 from vad_inspection.data.imageio import read_image
 from vad_inspection.data.types import Dataset, DatasetError, Sample
+from vad_inspection.errors import FrameError
 from vad_inspection.progress import progress_bar
 from vad_inspection.vad.base import AnomalyModel
-from vad_inspection.vad.calibration import Calibration, from_normal_scores
-from vad_inspection.vad.preprocess import InputError
+from vad_inspection.vad.calibration import DEFAULT_K, Calibration, from_normal_scores
+from vad_inspection.vad.detector import Detector
 from vad_inspection.vad.registry import CommonOptions, create_model
 from vad_inspection.viz import overlay, write_png
 
@@ -65,7 +66,7 @@ def fit(
     common: CommonOptions,
     *,
     val_fraction: float = 0.1,
-    threshold_k: float = 3.0,
+    threshold_k: float = DEFAULT_K,
     threshold_quantile: float | None = None,
     max_train: int | None = None,
     **method_options: object,
@@ -115,39 +116,28 @@ def _read(path: Path) -> np.ndarray:
 
 
 def predict_files(
-    model: AnomalyModel,
-    calibration: Calibration | None,
+    detector: Detector,
     paths: Sequence[Path],
     out_dir: Path | None,
     progress: bool = True,
 ) -> list[PredictResult]:
-    """Score each file; write ``<stem>_overlay.png`` heat maps into ``out_dir`` when given."""
+    """Score each file through the detector's per-frame path (the node's, at the file's own
+    size); write ``<stem>_overlay.png`` heat maps with the defect mask outlined into ``out_dir``
+    when given. A file that cannot be read or scored is reported in its result, never fatal."""
     results: list[PredictResult] = []
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     for path in progress_bar(paths, desc="scoring", unit="img", enabled=progress):
         try:
             image = _read(path)
-            prediction = model.predict([image])
-        except (DatasetError, InputError, OSError) as error:
+            frame = detector(image)
+        except (DatasetError, FrameError, OSError) as error:
             results.append(PredictResult(path, None, None, None, None, str(error)))
             continue
-        score = float(prediction.scores[0])
-        heat = prediction.maps[0]
-        normalized = anomalous = mask = None
-        if calibration is not None:
-            normalized = float(calibration.normalize(np.array([score]))[0])
-            anomalous = bool(calibration.is_anomalous(np.array([score]))[0])
-            # a model whose map is on another scale than its image score (the VAE) calibrates
-            # the map on its own; the others' maps share the image score's scale
-            scale = getattr(model, "map_calibration", None) or calibration
-            heat = scale.normalize(heat)
-            mask = prediction.masks(scale.threshold)[0]  # by the model's mask rule
-        else:
-            heat = (heat - heat.min()) / max(float(np.ptp(heat)), 1e-12)
         written = None
         if out_dir is not None:
             written = out_dir / f"{path.stem}_overlay.png"
-            write_png(written, overlay(image, heat, outline=mask))
-        results.append(PredictResult(path, score, normalized, anomalous, written))
+            outline = frame.mask if detector.post.calibrated else None
+            write_png(written, overlay(image, frame.heat, outline=outline))
+        results.append(PredictResult(path, frame.score, frame.normalized, frame.anomalous, written))
     return results

@@ -10,16 +10,20 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
-from vad_inspection.data.types import Sample
+from vad_inspection.data.types import Dataset, Sample
 from vad_inspection.eval import metrics as M
+from vad_inspection.eval.metrics import MetricError
 from vad_inspection.eval.report import Curve, ResultRow
 from vad_inspection.eval.resources import PeakMemory, measure_latency
 from vad_inspection.eval.settings import Split
 from vad_inspection.progress import progress_bar
 from vad_inspection.vad.base import AnomalyModel, Prediction
+from vad_inspection.vad.calibration import DEFAULT_K, from_normal_scores
+from vad_inspection.vad.detector import Detector, PostProcessor
 from vad_inspection.vad.preprocess import resize_image, resize_mask
 from vad_inspection.vad.registry import CommonOptions, create_model
 
@@ -28,14 +32,15 @@ from vad_inspection.vad.registry import CommonOptions, create_model
 class EvalConfig:
     """How images are presented and thresholds calibrated; the same for every model in a table.
 
-    ``threshold_k``: image threshold = mean + k * std of validation-normal scores (the crack
-    paper's rule with k = 1). ``pixel_quantile``: pixel threshold = that quantile of
+    ``threshold_k``: image threshold = mean + k * std of validation-normal scores (the same
+    default as ``fit``, :data:`~vad_inspection.vad.calibration.DEFAULT_K`; the crack paper's
+    rule is k = 1). ``pixel_quantile``: pixel threshold = that quantile of
     validation-normal map values, for Dice and IoU.
     """
 
     size: int = 256
     batch_size: int = 32
-    threshold_k: float = 1.0
+    threshold_k: float = DEFAULT_K
     pixel_quantile: float = 0.99
     latency_images: int = 20
     progress: bool = True
@@ -90,29 +95,77 @@ def evaluate(model_name: str, dataset_name: str, split: Split, config: EvalConfi
         test_pred = predict_batched(model, test, config.batch_size)
     latency = measure_latency(lambda im: model.predict(im[None]), test[: config.latency_images])
 
-    values: dict[str, float] = {
-        "image_auroc": M.auroc(labels, test_pred.scores),
-        "image_auc_pr": M.auc_pr(labels, test_pred.scores),
-        "image_f1": M.f1_optimal(labels, test_pred.scores).f1,
-        "fit_s": fit_s,
-        "latency_ms": latency.median_ms,
-        "peak_mb": memory.peak_rss_mb,
+    values = {"fit_s": fit_s, "latency_ms": latency.median_ms, "peak_mb": memory.peak_rss_mb}
+    post = None
+    if val is not None:
+        val_pred = predict_batched(model, val, config.batch_size)
+        post = PostProcessor(
+            calibration=from_normal_scores(val_pred.scores, k=config.threshold_k),
+            map_calibration=from_normal_scores(val_pred.maps, quantile=config.pixel_quantile),
+        )
+    values.update(decision_metrics(labels, masks, test_pred, post))
+    row = ResultRow(model=model_name, dataset=dataset_name, setting=split.setting, metrics=values)
+    curve = Curve(model=model_name, setting=split.setting, labels=labels, scores=test_pred.scores)
+    return EvalOutcome(row=row, curve=curve)
+
+
+def decision_metrics(
+    labels: np.ndarray,
+    masks: np.ndarray | None,
+    prediction: Prediction,
+    post: PostProcessor | None,
+) -> dict[str, float]:
+    """Image metrics, pixel metrics where there are masks, and the metrics of the decisions
+    ``post`` makes (its image threshold; its masks, by the model's mask rule) when given."""
+    values = {
+        "image_auroc": M.auroc(labels, prediction.scores),
+        "image_auc_pr": M.auc_pr(labels, prediction.scores),
+        "image_f1": M.f1_optimal(labels, prediction.scores).f1,
     }
-    val_pred = predict_batched(model, val, config.batch_size) if val is not None else None
-    if val_pred is not None:
-        threshold = float(val_pred.scores.mean() + config.threshold_k * val_pred.scores.std())
-        calibrated = M.at_threshold(labels, test_pred.scores, threshold)
+    if post is not None and post.calibrated:
+        calibrated = M.at_threshold(labels, prediction.scores, post.image_threshold)
         values["image_f1_cal"] = calibrated.f1
         values["image_acc_cal"] = calibrated.accuracy
     if masks is not None and masks.any():
-        values["pixel_auroc"] = M.pixel_auroc(masks, test_pred.maps)
-        values["pixel_auc_pr"] = M.pixel_auc_pr(masks, test_pred.maps)
-        values["aupro"] = M.aupro(masks, test_pred.maps)
-        if val_pred is not None:
-            pixel_threshold = float(np.quantile(val_pred.maps, config.pixel_quantile))
-            predicted = test_pred.masks(pixel_threshold)
+        values["pixel_auroc"] = M.pixel_auroc(masks, prediction.maps)
+        values["pixel_auc_pr"] = M.pixel_auc_pr(masks, prediction.maps)
+        values["aupro"] = M.aupro(masks, prediction.maps)
+        if post is not None and post.calibrated:
+            predicted = post.masks(prediction)
             values["dice"] = M.dice(masks, predicted)
             values["iou"] = M.iou(masks, predicted)
-    row = ResultRow(model=model_name, dataset=dataset_name, setting=split.setting, metrics=values)
-    curve = Curve(model=model_name, setting=split.setting, labels=labels, scores=test_pred.scores)
+    return values
+
+
+def evaluate_file(
+    detector: Detector,
+    dataset: Dataset,
+    config: EvalConfig,
+    samples: Sequence[Sample] | None = None,
+) -> EvalOutcome:
+    """Score a fitted model file on a dataset it was not fitted on (another site, another day,
+    a held-out set): every image of ``samples`` (default: all of the dataset's), at the model's
+    own input size, judged with the thresholds the file was calibrated with. Nothing is refit."""
+    samples = list(samples if samples is not None else (*dataset.normal, *dataset.anomalous))
+    labels = np.array([s.label for s in samples], dtype=np.int64)
+    if len(set(labels.tolist())) < 2:
+        raise MetricError(
+            f"{dataset.name}: scoring a model file needs normal and anomalous images; "
+            f"this dataset has only {'anomalous' if labels.all() else 'normal'} ones"
+        )
+    size = detector.size
+    images = [
+        detector.prepare(resize_image(s.image(), size))
+        for s in progress_bar(samples, desc=f"{detector.name} images", unit="img",
+                              enabled=config.progress, leave=False)
+    ]  # fmt: skip
+    masks = load_masks(samples, size[0]) if size[0] == size[1] else None
+    with PeakMemory(trace=False) as memory:
+        prediction = predict_batched(detector.model, np.stack(images), config.batch_size)
+    latency = measure_latency(lambda im: detector.model.predict(im[None]), np.stack(images[:20]))
+    values = decision_metrics(labels, masks, prediction, detector.post)
+    values.update({"latency_ms": latency.median_ms, "peak_mb": memory.peak_rss_mb})
+    name = f"{detector.name} ({Path(detector.source).name})" if detector.source else detector.name
+    row = ResultRow(model=name, dataset=dataset.name, setting=0, metrics=values)
+    curve = Curve(model=name, setting=0, labels=labels, scores=prediction.scores)
     return EvalOutcome(row=row, curve=curve)

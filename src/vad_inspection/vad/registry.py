@@ -8,7 +8,7 @@ through one artifact file whose metadata says which class reads it back.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, is_dataclass, replace
 from pathlib import Path
 
 from vad_inspection.vad import artifact
@@ -178,18 +178,31 @@ def save_model(model: AnomalyModel, path: Path | str, calibration: Calibration |
         raise TypeError(f"{model.name} has nothing to save (it is not fitted from data)")
     art = model.to_artifact()
     meta = {**art.meta, "calibration": calibration.to_dict() if calibration else None}
+    if isinstance(meta.get("config"), dict):  # a file never asks for progress bars
+        meta["config"] = {**meta["config"], "progress": False}
     return artifact.save(artifact.Artifact(meta, art.graphs, art.arrays), path)
+
+
+def model_from_artifact(art: artifact.Artifact, path: Path | str = "") -> AnomalyModel:
+    """The fitted model an artifact holds, quiet: a loaded model scores frames one by one (a
+    node, ``predict``), where a progress bar per call would flood the log."""
+    try:
+        loader = LOADERS[art.method]
+    except KeyError:
+        raise artifact.ArtifactError(
+            f"{path or 'the model file'} holds method {art.method!r}, which this version cannot "
+            f"load (it loads {', '.join(sorted(LOADERS))})"
+        ) from None
+    model = loader(art)
+    config = getattr(model, "config", None)
+    if is_dataclass(config) and getattr(config, "progress", False):
+        model.config = replace(config, progress=False)
+    return model
 
 
 def load_model(path: Path | str) -> tuple[AnomalyModel, Calibration | None]:
     """Read a model file back: the fitted model and its calibration (None if it has none)."""
     art = artifact.load(path)
-    try:
-        loader = LOADERS[art.method]
-    except KeyError:
-        raise artifact.ArtifactError(
-            f"{path} holds method {art.method!r}, which this version cannot load "
-            f"(it loads {', '.join(sorted(LOADERS))})"
-        ) from None
     calibration = art.meta.get("calibration")
-    return loader(art), Calibration.from_dict(calibration) if calibration else None
+    model = model_from_artifact(art, path)
+    return model, Calibration.from_dict(calibration) if calibration else None
