@@ -7,17 +7,12 @@ Every test gets its own random ROS_DOMAIN_ID and the shipped loopback configurat
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import json
 import os
 import random
 import re
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +41,6 @@ from vad_inspection.transport.dds import (  # noqa: E402
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-PEER = Path(__file__).with_name("transport_peer.py")
 IMAGE = "sensor_msgs/msg/Image"
 STRING = "std_msgs/msg/String"
 WAIT = 30.0  # s: generous bound for anything that crosses processes on a loaded 2-core box
@@ -233,54 +227,8 @@ def test_shutdown_releases_the_participant(buses) -> None:
 # separate processes
 
 
-class Peers:
-    """Peer processes of one test: started with the test's environment, always reaped."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.tmp_path = tmp_path
-        self.procs: list[subprocess.Popen] = []
-
-    def start(self, *args: str) -> subprocess.Popen:
-        log = open(self.tmp_path / f"peer{len(self.procs)}.log", "w")  # noqa: SIM115
-        cmd = [sys.executable, str(PEER), *args]
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-        proc.log_path = log.name  # type: ignore[attr-defined]
-        self.procs.append(proc)
-        return proc
-
-    def logs(self) -> str:
-        return "\n".join(
-            f"--- {p.args[2:]}:\n" + Path(p.log_path).read_text()  # type: ignore[attr-defined]
-            for p in self.procs
-        )
-
-    def stop_all(self, timeout: float = 10.0) -> list[int | None]:
-        """SIGTERM every peer; their exit codes (None: had to be killed)."""
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        codes: list[int | None] = []
-        deadline = time.monotonic() + timeout
-        for p in self.procs:
-            try:
-                codes.append(p.wait(max(0.1, deadline - time.monotonic())))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-                codes.append(None)
-        return codes
-
-
-@contextlib.contextmanager
-def peers(tmp_path: Path) -> Iterator[Peers]:
-    group = Peers(tmp_path)
-    try:
-        yield group
-    finally:
-        for p in group.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+Peers = peer.Peers
+peers = peer.peers
 
 
 def wait_for_file(path: Path, timeout: float) -> dict | None:

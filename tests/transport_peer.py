@@ -3,23 +3,32 @@
     python tests/transport_peer.py pub   --count N [--width W --height H --rate HZ --ready K]
     python tests/transport_peer.py sub   --count N --out result.json [--name NAME]
     python tests/transport_peer.py relay --topic-in A --topic-out B [--name NAME]
+    python tests/transport_peer.py node  --name NAME [--namespace NS --topic T]
 
 Every role runs a dds bus (domain from ROS_DOMAIN_ID, CYCLONEDDS_URI as set by the test), spins
 until SIGTERM/SIGINT and exits 0. Handshake: subscribers publish their name on the latched
 ``/ready`` topic once their image subscription has matched a publisher; the publisher starts only
 when it has ``--ready`` names and as many matched subscriptions, so with reliable, volatile QoS
 no frame can be published before a reader is listening.
+
+``node`` is a node for the graph tests: a String publisher on ``--topic`` and a subscription to
+the latched ``/control`` topic; it destroys its publisher when ``destroy`` arrives there, so a
+test in another process sees ``ros_discovery_info`` change.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +44,7 @@ from vad_inspection.transport import DEFAULT, LATCHED, Bus, create_bus
 IMAGE = "sensor_msgs/msg/Image"
 STRING = "std_msgs/msg/String"
 READY_TOPIC = "/ready"
+CONTROL_TOPIC = "/control"
 
 
 @functools.lru_cache(maxsize=4)
@@ -139,9 +149,76 @@ def run_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_node(args: argparse.Namespace) -> int:
+    bus = create_bus("dds", args.name, namespace=args.namespace)
+    bus.install_signal_handlers()
+    with bus:
+        pub = bus.create_publisher(args.topic, STRING, DEFAULT)
+
+        def on_control(msg: Any) -> None:
+            if msg.data == "destroy" and pub in bus.publishers:
+                pub.destroy()
+                print("node: publisher destroyed", flush=True)
+
+        bus.create_subscription(CONTROL_TOPIC, STRING, on_control, LATCHED)
+        print("node: up", flush=True)
+        bus.spin()
+    return 0
+
+
+class Peers:
+    """Peer processes of one test: started with the test's environment, always reaped."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, *args: str) -> subprocess.Popen:
+        log = open(self.tmp_path / f"peer{len(self.procs)}.log", "w")  # noqa: SIM115
+        cmd = [sys.executable, str(Path(__file__).resolve()), *args]
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        proc.log_path = log.name  # type: ignore[attr-defined]
+        self.procs.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.args[2:]}:\n" + Path(p.log_path).read_text()  # type: ignore[attr-defined]
+            for p in self.procs
+        )
+
+    def stop_all(self, timeout: float = 10.0) -> list[int | None]:
+        """SIGTERM every peer; their exit codes (None: had to be killed)."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        codes: list[int | None] = []
+        deadline = time.monotonic() + timeout
+        for p in self.procs:
+            try:
+                codes.append(p.wait(max(0.1, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                codes.append(None)
+        return codes
+
+
+@contextlib.contextmanager
+def peers(tmp_path: Path) -> Iterator[Peers]:
+    group = Peers(tmp_path)
+    try:
+        yield group
+    finally:
+        for p in group.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("role", choices=["pub", "sub", "relay"])
+    parser.add_argument("role", choices=["pub", "sub", "relay", "node"])
     parser.add_argument("--topic", default="/images")
     parser.add_argument("--topic-in", default="/images")
     parser.add_argument("--topic-out", default="/relayed")
@@ -153,9 +230,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--matched", type=int, default=None, help="matched readers (--ready)")
     parser.add_argument("--out", default="result.json")
     parser.add_argument("--name", default="peer_sub")
+    parser.add_argument("--namespace", default=None)
     parser.add_argument("--timeout", type=float, default=20.0)
     args = parser.parse_args(argv)
-    return {"pub": run_pub, "sub": run_sub, "relay": run_relay}[args.role](args)
+    roles = {"pub": run_pub, "sub": run_sub, "relay": run_relay, "node": run_node}
+    return roles[args.role](args)
 
 
 if __name__ == "__main__":

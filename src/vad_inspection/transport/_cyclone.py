@@ -91,6 +91,7 @@ __all__ = [  # the public Cyclone classes the dds binding uses, re-exported afte
 ANY_STATE = SampleState.Any | ViewState.Any | InstanceState.Any
 _PAD = (b"", b"\x00", b"\x00\x00", b"\x00\x00\x00")
 _TIMEOUT = DDSException.DDS_RETCODE_TIMEOUT  # a reliable writer's history stayed full too long
+_UNLIMITED = -1  # DDS_LENGTH_UNLIMITED
 
 # ROS 2 IDL type of each rosbags base type (rosidl: char -> uint8, byte -> octet)
 _BASE: dict[str, Any] = {
@@ -221,17 +222,62 @@ def take(reader: Any, limit: int = 32, normalise: bool = True) -> list[bytes]:
 # QoS and entities
 
 
-def cyclone_qos(qos: QoS, max_blocking_s: float = 1.0) -> Qos:
-    """Our QoS -> Cyclone's, one to one, plus the XCDR1 data representation ROS 2 uses."""
+def cyclone_qos(qos: QoS, max_blocking_s: float = 1.0, user_data: bytes | None = None) -> Qos:
+    """Our QoS -> Cyclone's as rmw_cyclonedds_cpp builds it (``create_readwrite_qos``): the
+    policies one to one, the XCDR1 data representation ROS 2 uses, no auto-dispose when a writer
+    goes, and ``user_data`` (the ``typehash=...;`` ROS 2 Iron+ peers parse) when given.
+
+    Transient local also sets the durability service history to the history itself: Cyclone
+    keeps a writer's historical data for late joiners by that policy, not by the history, and
+    its default (keep last 1) would give a late subscriber one sample whatever the depth.
+    """
+    history = (
+        Policy.History.KeepLast(qos.depth) if qos.keep() is not None else Policy.History.KeepAll
+    )
     policies = [
         Policy.Reliability.Reliable(duration(seconds=max_blocking_s))
         if qos.reliable
         else Policy.Reliability.BestEffort,
         Policy.Durability.TransientLocal if qos.latched else Policy.Durability.Volatile,
-        Policy.History.KeepLast(qos.depth) if qos.keep() is not None else Policy.History.KeepAll,
+        history,
         Policy.DataRepresentation(use_cdrv0_representation=True),
+        Policy.WriterDataLifecycle(autodispose=False),
     ]
+    if qos.latched:
+        policies.append(
+            Policy.DurabilityService(
+                cleanup_delay=0,
+                history=history,
+                max_samples=_UNLIMITED,
+                max_instances=_UNLIMITED,
+                max_samples_per_instance=_UNLIMITED,
+            )
+        )
+    if user_data is not None:
+        policies.append(Policy.Userdata(user_data))
     return Qos(*policies)
+
+
+def participant(domain_id: int, user_data: bytes | None = None) -> DomainParticipant:
+    """A DomainParticipant, with USER_DATA (``enclave=/;`` for a ROS 2 node) when given."""
+    qos = Qos(Policy.Userdata(user_data)) if user_data is not None else None
+    return DomainParticipant(domain_id, qos)
+
+
+def guid(entity: Any) -> bytes:
+    """The entity's 16-byte DDS GUID as ``dds_get_guid`` gives it (prefix, then entity id)."""
+    return bytes(entity.guid.bytes)
+
+
+def incompatible_qos(entity: Any) -> tuple[int, int]:
+    """``(total_count, last_policy_id)`` of a reader's requested- or a writer's offered-
+    incompatible-QoS status: how many peers were refused so far, and for which policy last
+    (Cyclone's ``dds_qos_policy_id_t``). Reading the status resets only its change counts."""
+    if isinstance(entity, DataReader):
+        status = entity.get_requested_incompatible_qos_status()
+    else:
+        status = entity.get_offered_incompatible_qos_status()
+    return int(status.total_count), int(status.last_policy_id)
 
 
 def publication_matched(writer: Any) -> int:
