@@ -13,6 +13,7 @@ from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from test_msgs_cdr import assert_msg_equal
 
+from vad_inspection.geometry import CameraModel
 from vad_inspection.msgs import (
     DISTROS,
     Frame,
@@ -28,7 +29,6 @@ from vad_inspection.msgs import (
     serialize,
     typestore,
 )
-from vad_inspection.msgs.geometry import CameraModel
 from vad_inspection.transport.bag import BagError, BagReader, BagWriter
 
 IMAGE = "sensor_msgs/msg/Image"

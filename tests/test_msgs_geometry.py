@@ -1,28 +1,25 @@
-"""Geometry codec: quaternions, poses, transforms, CameraInfo and OccupancyGrid round trips."""
+"""Geometry codec: poses, transforms, TFMessage, CameraInfo and OccupancyGrid <-> messages."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from vad_inspection.geometry import CameraModel, Grid, planar_matrix, quaternion_to_matrix
 from vad_inspection.msgs import (
-    CameraModel,
-    Grid,
     MessageError,
     camera_info_to_model,
     deserialize,
     grid_to_msg,
     header,
     matrix_to_pose,
-    matrix_to_quaternion,
     matrix_to_transform,
     model_to_camera_info,
     msg_class,
     msg_to_grid,
-    planar_matrix,
     pose_to_matrix,
-    quaternion_to_matrix,
     serialize,
+    tf_message_to_transforms,
     transform_to_matrix,
 )
 
@@ -44,38 +41,6 @@ def random_matrix(seed: int) -> np.ndarray:
     t[:3, :3] = quaternion_to_matrix(*random_quaternions(1, seed)[0])
     t[:3, 3] = rng.uniform(-10, 10, 3)
     return t
-
-
-def test_random_quaternions_round_trip_through_matrices() -> None:
-    for q in random_quaternions(300):
-        r = quaternion_to_matrix(*q)
-        np.testing.assert_allclose(r @ r.T, np.eye(3), atol=1e-12)
-        assert np.linalg.det(r) == pytest.approx(1.0)
-        np.testing.assert_allclose(matrix_to_quaternion(r), q, atol=1e-12)
-
-
-@pytest.mark.parametrize(
-    "axis", [(1, 0, 0), (0, 1, 0), (0, 0, 1), (1, 1, 0), (1, -2, 3), (0.1, 0.0, -1.0)]
-)
-def test_half_turns_are_accurate(axis) -> None:
-    """180 degrees (w = 0): where a trace-only conversion divides by ~0."""
-    a = np.asarray(axis, float) / np.linalg.norm(axis)
-    r = 2 * np.outer(a, a) - np.eye(3)  # Rodrigues at pi
-    q = matrix_to_quaternion(r)
-    np.testing.assert_allclose(quaternion_to_matrix(*q), r, atol=1e-12)
-    assert abs(q[3]) < 1e-12
-
-
-def test_known_rotation_and_normalisation() -> None:
-    s = np.sqrt(0.5)
-    expected = np.array([[0.0, -1, 0], [1, 0, 0], [0, 0, 1]])  # +90 degrees about z
-    np.testing.assert_allclose(quaternion_to_matrix(0, 0, s, s), expected, atol=1e-15)
-    np.testing.assert_allclose(quaternion_to_matrix(0, 0, 3 * s, 3 * s), expected, atol=1e-15)
-    np.testing.assert_allclose(matrix_to_quaternion(expected), (0, 0, s, s), atol=1e-15)
-    # q and -q are the same rotation; the canonical output has w >= 0
-    np.testing.assert_allclose(quaternion_to_matrix(0, 0, -s, -s), expected, atol=1e-15)
-    with pytest.raises(MessageError, match="no direction"):
-        quaternion_to_matrix(0, 0, 0, 0)
 
 
 @pytest.mark.parametrize("distro", ["humble", "jazzy"])
@@ -151,15 +116,8 @@ def test_camera_info_round_trip(distro: str) -> None:
     assert back != camera(frame_id="other")
 
 
-def test_camera_model_defaults_and_validation() -> None:
-    model = camera()
-    np.testing.assert_array_equal(model.R, np.eye(3))
-    np.testing.assert_array_equal(model.P, np.hstack([model.K, np.zeros((3, 1))]))
-    with pytest.raises(ValueError, match="read-only"):
-        model.K[0, 0] = 1.0
-    with pytest.raises(MessageError, match=r"CameraModel.K: cannot shape 8 values"):
-        camera(K=np.ones(8))
-    msg = model_to_camera_info(model, 0)
+def test_camera_info_validation() -> None:
+    msg = model_to_camera_info(camera(), 0)
     msg.k = np.ones(4)
     with pytest.raises(MessageError, match=r"CameraInfo.k has 4 values, not 9"):
         camera_info_to_model(msg)
@@ -192,3 +150,37 @@ def test_occupancy_grid_errors() -> None:
         grid_to_msg(np.zeros((4, 4), np.int32), 0.1, np.eye(4), "map", 0)
     with pytest.raises(MessageError, match="resolution must be > 0"):
         grid_to_msg(np.zeros((4, 4), np.int8), 0.0, np.eye(4), "map", 0)
+
+
+def test_bad_quaternion_in_a_message_is_a_message_error() -> None:
+    """The geometry layer's GeometryError becomes a MessageError naming the message type."""
+    pose = matrix_to_pose(np.eye(4))
+    pose.orientation.w = 0.0
+    with pytest.raises(MessageError, match=r"geometry_msgs/msg/Pose: quaternion .* no direction"):
+        pose_to_matrix(pose)
+
+
+@pytest.mark.parametrize("distro", ["humble", "jazzy"])
+def test_tf_message_to_transforms(distro: str) -> None:
+    stamped = msg_class("geometry_msgs/msg/TransformStamped", distro)
+    edges = [("map", "odom", random_matrix(1), 5), ("odom", "base_link", random_matrix(2), 6_000)]
+    msg = msg_class("tf2_msgs/msg/TFMessage", distro)(
+        transforms=[
+            stamped(
+                header=header(stamp, parent, distro),
+                child_frame_id=child,
+                transform=matrix_to_transform(matrix, distro),
+            )
+            for parent, child, matrix, stamp in edges
+        ]
+    )
+    out = list(tf_message_to_transforms(wire(msg, distro)))
+    assert [(p, c, s) for p, c, _, s in out] == [(p, c, s) for p, c, _, s in edges]
+    for (_, _, got, _), (_, _, expected, _) in zip(out, edges, strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-12)
+    msg.transforms[1].transform.rotation.w = 0.0
+    msg.transforms[1].transform.rotation.z = 0.0
+    msg.transforms[1].transform.rotation.x = 0.0
+    msg.transforms[1].transform.rotation.y = 0.0
+    with pytest.raises(MessageError, match=r"TFMessage: 'odom' -> 'base_link': .*no direction"):
+        list(tf_message_to_transforms(msg))

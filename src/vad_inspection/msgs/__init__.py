@@ -3,23 +3,20 @@
 Message classes and CDR (de)serialisation come from rosbags' typestores (Humble and Jazzy) with
 vision_msgs registered from the ``.msg`` texts shipped in ``definitions/``; nothing here needs a
 ROS installation. Every failure to decode raises :class:`MessageError` naming the type and the
-defect.
+defect. Only conversions live here: the geometry they convert to and from (camera models, 4x4
+transforms, grids) is :mod:`vad_inspection.geometry`'s.
 """
 
 from .cdr import deserialize, deserialize_with, serialize, serialize_with
 from .geometry import (
-    CameraModel,
-    Grid,
     camera_info_to_model,
     grid_to_msg,
     matrix_to_pose,
-    matrix_to_quaternion,
     matrix_to_transform,
     model_to_camera_info,
     msg_to_grid,
-    planar_matrix,
     pose_to_matrix,
-    quaternion_to_matrix,
+    tf_message_to_transforms,
     transform_to_matrix,
 )
 from .image import (
@@ -39,10 +36,8 @@ from .types import DISTROS, MessageError, msg_class, normalize_typename, typesto
 __all__ = [
     "DISTROS",
     "ENCODINGS",
-    "CameraModel",
     "Encoding",
     "Frame",
-    "Grid",
     "MessageError",
     "camera_info_to_model",
     "compressed_to_frame",
@@ -54,7 +49,6 @@ __all__ = [
     "grid_to_msg",
     "header",
     "matrix_to_pose",
-    "matrix_to_quaternion",
     "matrix_to_transform",
     "model_to_camera_info",
     "msg_class",
@@ -62,12 +56,11 @@ __all__ = [
     "msg_to_grid",
     "normalize_typename",
     "ns_to_stamp",
-    "planar_matrix",
     "pose_to_matrix",
-    "quaternion_to_matrix",
     "serialize",
     "serialize_with",
     "stamp_to_ns",
+    "tf_message_to_transforms",
     "to_rgb",
     "transform_to_matrix",
     "typestore",
