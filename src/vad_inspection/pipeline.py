@@ -73,16 +73,36 @@ def fit(
 ) -> tuple[AnomalyModel, FitReport]:
     """Fit ``method`` on the dataset's normal images and calibrate on held-out normals."""
     train, val = training_split(dataset, val_fraction, common.seed, max_train)
-    model = create_model(method, common, **method_options)
     images = load_images(train, "loading training images", common.progress)
+    held_out = load_images(val, "loading calibration images", common.progress)
+    return fit_images(
+        method, images, held_out, common, threshold_k=threshold_k,
+        threshold_quantile=threshold_quantile, **method_options,
+    )  # fmt: skip
+
+
+def fit_images(
+    method: str,
+    images: Sequence[np.ndarray],
+    held_out: Sequence[np.ndarray],
+    common: CommonOptions,
+    *,
+    threshold_k: float = DEFAULT_K,
+    threshold_quantile: float | None = None,
+    **method_options: object,
+) -> tuple[AnomalyModel, FitReport]:
+    """Fit ``method`` on normal ``images``; calibrate on the normal ``held_out`` ones (none or
+    one: no calibration). What ``fit`` does for a dataset and the detector's ``~/fit`` for frames
+    off the robot's own camera."""
+    model = create_model(method, common, **method_options)
     start = time.perf_counter()
-    model.fit(images)
+    model.fit(list(images))
     seconds = time.perf_counter() - start
     calibration = None
-    if len(val) >= 2:
-        scores = model.predict(load_images(val, "loading calibration images", common.progress))
+    if len(held_out) >= 2:
+        scores = model.predict(list(held_out))
         calibration = from_normal_scores(scores.scores, threshold_k, threshold_quantile)
-    return model, FitReport(method, len(train), len(val), seconds, calibration)
+    return model, FitReport(method, len(images), len(held_out), seconds, calibration)
 
 
 def expand_paths(paths: Iterable[Path]) -> list[Path]:
