@@ -1,4 +1,5 @@
-"""CrackForest: the .seg parser, the tiles of the real set checked against the .mat ground truth."""
+"""CrackForest: the .seg parser, the .mat reader, the tiles of the real set checked against the .mat
+ground truth, and copies holding only one of the two label folders."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from vad_inspection.data.crackforest import (
     open_crackforest,
     parse_seg,
     parse_seg_labels,
+    read_mat_labels,
     unlabelled_images,
 )
 from vad_inspection.data.types import ANOMALOUS, NORMAL, DatasetError
@@ -187,5 +189,102 @@ def test_photo_size_differs_from_seg(tmp_path: Path) -> None:
     root = make_crackforest(tmp_path)
     assert cv2.imwrite(str(root / "image" / "001.jpg"), np.zeros((3, 4, 3), np.uint8))
     sample = open_crackforest(root, tile=2)[0]
-    with pytest.raises(DatasetError, match=re.escape("001.jpg: image is 4x3, its .seg says 4x2")):
+    with pytest.raises(DatasetError, match=re.escape("001.jpg: image is 4x3, its labels say 4x2")):
         sample.image()
+
+
+def write_mat(path: Path, segmentation: np.ndarray) -> None:
+    """A ground-truth file as CrackForest publishes it (checked against groundTruth/001.mat): a
+    1x1 struct ``groundTruth`` with uint8 ``Segmentation`` (segments from 1, crack 2) and
+    ``Boundaries``, compressed MAT 5."""
+    truth = np.empty((1, 1), dtype=[("Segmentation", "O"), ("Boundaries", "O")])
+    truth[0, 0]["Segmentation"] = segmentation.astype(np.uint8)
+    truth[0, 0]["Boundaries"] = (segmentation == 2).astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    scipy.io.savemat(path, {"groundTruth": truth}, do_compression=True)
+
+
+def test_published_mat_structure_is_what_the_writer_writes(crackforest_root: Path) -> None:
+    real = scipy.io.loadmat(crackforest_root / "groundTruth" / "001.mat")["groundTruth"]
+    assert real.shape == (1, 1) and real.dtype.names == ("Segmentation", "Boundaries")
+    assert real[0, 0]["Segmentation"].dtype == np.uint8
+
+
+def make_mat_only(root: Path) -> Path:
+    """The small layout of :func:`make_crackforest` with groundTruth/001.mat instead of seg/."""
+    make_crackforest(root)
+    (root / "seg" / "001.seg").unlink()
+    (root / "seg").rmdir()
+    write_mat(root / "groundTruth" / "001.mat", parse_seg_labels(SEG) + 1)
+    return root
+
+
+def test_mat_only_layout_reads_like_seg(tmp_path: Path) -> None:
+    from_seg = open_crackforest(make_crackforest(tmp_path / "seg"), tile=1, stride=1)
+    root = make_mat_only(tmp_path / "mat")
+    np.testing.assert_array_equal(
+        read_mat_labels(root / "groundTruth" / "001.mat"), parse_seg_labels(SEG)
+    )
+    from_mat = open_crackforest(root, tile=1, stride=1)
+    assert [(s.id, s.label) for s in from_mat] == [(s.id, s.label) for s in from_seg]
+    assert from_mat.counts() == {"normal": 5, "crack": 3}
+    for a, b in zip(from_mat, from_seg, strict=True):
+        np.testing.assert_array_equal(a.mask(), b.mask())
+    assert [p.name for p in unlabelled_images(root)] == ["201.jpg"]
+
+
+def test_seg_is_preferred_and_mat_fills_in(tmp_path: Path) -> None:
+    root = make_crackforest(tmp_path)
+    write_mat(root / "groundTruth" / "001.mat", np.full((2, 4), 2))  # all crack: must not win
+    write_mat(root / "groundTruth" / "201.mat", np.ones((2, 4)))  # no .seg: read from .mat
+    dataset = open_crackforest(root, tile=2)
+    assert [(s.id, s.label) for s in dataset] == [
+        ("001/r0000_c0000", ANOMALOUS),
+        ("001/r0000_c0002", ANOMALOUS),
+        ("201/r0000_c0000", NORMAL),
+        ("201/r0000_c0002", NORMAL),
+    ]
+    np.testing.assert_array_equal(dataset[0].mask(), parse_seg(SEG)[:, :2])
+    assert unlabelled_images(root) == []
+    write_mat(root / "groundTruth" / "007.mat", np.ones((2, 4)))
+    with pytest.raises(DatasetError, match=re.escape("without a photo in image/: 007.mat")):
+        open_crackforest(root, tile=2)
+
+
+def test_mat_layout_errors(tmp_path: Path) -> None:
+    root = make_mat_only(tmp_path / "cf")
+    mat = root / "groundTruth" / "001.mat"
+    scipy.io.savemat(mat, {"labels": np.ones((2, 4), np.uint8)})
+    with pytest.raises(DatasetError, match=re.escape(f"{mat}: not a CrackForest ground-truth")):
+        open_crackforest(root, tile=2)
+    mat.write_bytes(b"not a mat file at all")
+    with pytest.raises(DatasetError, match=re.escape("001.mat: not a CrackForest ground-truth")):
+        open_crackforest(root, tile=2)
+    write_mat(mat, np.zeros((2, 4)))
+    with pytest.raises(DatasetError, match="numbers segments from 1; found 0"):
+        open_crackforest(root, tile=2)
+    mat.unlink()
+    mat.parent.rmdir()
+    with pytest.raises(DatasetError, match="neither seg/ nor groundTruth/"):
+        open_crackforest(root, tile=2)
+
+
+def test_real_mat_only_copy_reads_like_the_seg_files(
+    crackforest_root: Path, tmp_path: Path
+) -> None:
+    """A copy of a few real photos with only their groundTruth/*.mat gives the tiles, labels and
+    masks the .seg files give (among them 093, whose .seg has the extra segments 2)."""
+    stems = ["001", "040", "093"]
+    for stem in stems:
+        for folder, suffix in (("image", ".jpg"), ("groundTruth", ".mat")):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            (tmp_path / folder / f"{stem}{suffix}").symlink_to(
+                crackforest_root / folder / f"{stem}{suffix}"
+            )
+    from_mat = open_crackforest(tmp_path)
+    from_seg = [s for s in open_crackforest(crackforest_root) if s.id.split("/")[0] in stems]
+    assert len(from_mat) == len(from_seg) == 3 * 35
+    assert [(s.id, s.label) for s in from_mat] == [(s.id, s.label) for s in from_seg]
+    assert any(s.label == ANOMALOUS for s in from_mat) and any(s.label == NORMAL for s in from_mat)
+    for a, b in zip(from_mat, from_seg, strict=True):
+        np.testing.assert_array_equal(a.mask(), b.mask(), err_msg=a.id)

@@ -3,6 +3,7 @@ determinism, resumable training and torch-free inference. Tiny images, one or tw
 
 from __future__ import annotations
 
+import itertools
 import math
 import subprocess
 import sys
@@ -15,12 +16,15 @@ import pytest
 from scenes import scenes
 
 from vad_inspection.vad import artifact
+from vad_inspection.vad.calibration import from_normal_scores
 from vad_inspection.vad.preprocess import InputError
 from vad_inspection.vad.registry import CommonOptions, create_model, load_model, save_model
 from vad_inspection.vad.vae import (
     GRAPH_OUTPUTS,
     VAE,
     VAEConfig,
+    blend_weights,
+    cut_image,
     fit_input,
     network_input,
     tile_origins,
@@ -171,18 +175,78 @@ def test_fit_predict_calibrate_and_maps_at_input_resolution(fitted: VAE) -> None
     assert attention.pixel_threshold is None  # calibrated for the other map: dropped
 
 
-def test_larger_frames_are_tiled_and_stitched(fitted: VAE) -> None:
-    assert tile_origins(64, 16) == [0, 16, 32, 48]
+def test_larger_frames_are_tiled_with_overlap_and_blended(fitted: VAE) -> None:
+    assert tile_origins(64, 16) == [0, 16, 32, 48]  # overlap 0: the minimal cover
     assert tile_origins(40, 16) == [0, 12, 24]
     assert tile_origins(10, 16) == [0]
+    assert tile_origins(64, 16, 4) == [0, 12, 24, 36, 48]
+    for length, overlap in ((37, 4), (100, 8), (17, 5)):
+        origins = tile_origins(length, 16, overlap)
+        assert origins[0] == 0 and origins[-1] + 16 == length
+        assert all(b - a <= 16 - overlap for a, b in itertools.pairwise(origins))
     frame = np.concatenate([np.concatenate(scenes(2, SIZE, 3)[0], 1)] * 2, 0)  # 32 x 48
+    cut = cut_image(frame, fitted.config)  # overlap 0.25 of 16 px: at least 4 px
+    assert cut.rows == (0, 8, 16) and cut.cols == (0, 11, 21, 32)
     prediction = fitted.predict([frame])
     assert prediction.maps.shape == (1, 32, 48)
-    tiles = fitted.predict([frame[:16, 16:32], frame[16:, 32:]])
-    np.testing.assert_allclose(prediction.maps[0, :16, 16:32], tiles.maps[0], atol=1e-6)
-    assert prediction.scores[0] >= tiles.scores.max() - 1e-6
-    small = fitted.predict([frame[:12, :10]])  # smaller than a tile: resized, map resized back
+    tiles = fitted.predict(cut.pieces(fitted.input.size))
+    assert prediction.scores[0] == pytest.approx(tiles.scores.max(), abs=1e-6)
+    # the map is a weighted mean of the covering tiles' maps: within their range everywhere ...
+    low = np.full((32, 48), np.inf, np.float32)
+    high = np.full((32, 48), -np.inf, np.float32)
+    for k, (r, c) in enumerate((r, c) for r in cut.rows for c in cut.cols):
+        np.minimum(
+            low[r : r + SIZE, c : c + SIZE], tiles.maps[k], out=low[r : r + SIZE, c : c + SIZE]
+        )
+        np.maximum(
+            high[r : r + SIZE, c : c + SIZE], tiles.maps[k], out=high[r : r + SIZE, c : c + SIZE]
+        )
+    assert (prediction.maps[0] >= low - 1e-5).all() and (prediction.maps[0] <= high + 1e-5).all()
+    # ... and exactly the one tile's where only one covers (the frame's corner)
+    np.testing.assert_allclose(prediction.maps[0, :8, :11], tiles.maps[0, :8, :11], atol=1e-6)
+    small = fitted.predict([frame[:12, :10]])  # smaller than a tile: enlarged, map back
     assert small.maps.shape == (1, 12, 10) and np.isfinite(small.maps).all()
+    assert cut_image(frame[:12, :10], fitted.config).work.shape[:2] == (19, 16)  # aspect kept
+
+
+def test_blend_weights_fade_tiles_into_each_other() -> None:
+    for origins, length in (([0, 12, 24, 36, 48], 64), ([0, 11, 21, 32], 48), ([0, 16], 32)):
+        weights = blend_weights(origins, 16)
+        total = np.zeros(length)
+        for origin, w in zip(origins, weights, strict=True):
+            assert (w > 0).all() and w.max() == 1.0
+            total[origin : origin + 16] += w
+        np.testing.assert_allclose(total, 1.0, atol=1e-12)  # a partition of unity
+    [alone] = blend_weights([0], 16)
+    np.testing.assert_array_equal(alone, np.ones(16))
+
+
+def _border_jumps(values: np.ndarray, origins: tuple[int, ...], axis: int) -> tuple[float, float]:
+    """Largest step between neighbouring pixels along ``axis`` across a tile border, and inside."""
+    steps = np.moveaxis(np.abs(np.diff(values, axis=axis)), axis, 0)
+    at = np.zeros(len(steps), dtype=bool)
+    for border in {b for o in origins for b in (o, o + SIZE)} - {0, values.shape[axis]}:
+        at[border - 1] = True
+    return float(steps[at].max()), float(steps[~at].max())
+
+
+def test_stitched_map_has_no_seam_at_tile_borders(fitted: VAE) -> None:
+    """On a smoothly varying frame no step across a tile border is larger than the steps inside
+    the tiles; the maximum of overlapping tiles (the old stitching) steps at the borders."""
+    ramp = np.add.outer(np.linspace(0, 60, 40), np.linspace(60, 160, 70))
+    frame = np.repeat(ramp[:, :, None], 3, axis=2).astype(np.uint8)
+    cut = cut_image(frame, fitted.config)
+    blended = fitted.predict([frame]).maps[0]
+    tiles = fitted.predict(cut.pieces(fitted.input.size)).maps
+    maximum = np.full(frame.shape[:2], -np.inf, np.float32)
+    for k, (r, c) in enumerate((r, c) for r in cut.rows for c in cut.cols):
+        view = maximum[r : r + SIZE, c : c + SIZE]
+        np.maximum(view, tiles[k], out=view)
+    for axis, origins in ((0, cut.rows), (1, cut.cols)):
+        border, inside = _border_jumps(blended, origins, axis)
+        assert border <= inside, (axis, border, inside)
+        old_border, old_inside = _border_jumps(maximum, origins, axis)
+        assert old_border > 1.5 * old_inside  # the seam this replaced, on the same tiles
 
 
 def test_save_load_round_trip(fitted: VAE, tmp_path: Path) -> None:
@@ -349,7 +413,10 @@ def test_mask_rule_judges_width_on_the_smoothed_error_before_the_line_detector(
     frame = np.concatenate(test_images[:2], 1)
     tiled = model.predict([frame])
     assert tiled.depth.shape == (1, SIZE, 2 * SIZE)
-    np.testing.assert_allclose(tiled.depth[0, :, SIZE:], prediction.depth[1], atol=1e-6)
+    alone = cut_image(frame, model.config).cols[-2] + SIZE  # only the last tile from here on
+    np.testing.assert_allclose(
+        tiled.depth[0, :, alone:], prediction.depth[1][:, alone - SIZE :], atol=1e-6
+    )
     model.calibrate(prediction.scores, prediction.maps)
     want = defect_masks(tiled.maps, model.pixel_threshold, MaskRule(0.5, 3), tiled.depth)
     assert want.any()
@@ -357,3 +424,112 @@ def test_mask_rule_judges_width_on_the_smoothed_error_before_the_line_detector(
     assert model.with_options(mask_min_length=0).pixel_threshold == model.pixel_threshold
     with pytest.raises(ValueError, match="width_fraction must be in"):
         VAEConfig(mask_width_fraction=1.5)
+
+
+# -- images of varying size: one policy in fit, calibration and predict -----------------------
+
+
+def _varied(seed: int, count: int) -> list[np.ndarray]:
+    """Crops of 12 to 44 px a side (some smaller than a tile, most not a multiple of it), as
+    magnetic tile's crops vary around the model's size."""
+    rng = np.random.default_rng(seed)
+    big = scenes(seed, 48, count)[0]
+    sizes = rng.integers(12, 45, (count, 2))
+    return [image[:h, :w] for image, (h, w) in zip(big, sizes, strict=True)]
+
+
+@pytest.mark.parametrize("policy", ["tile", "resize"])
+def test_fit_and_predict_on_images_of_varying_size(
+    policy: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fitting on crops of many sizes used to train, then fail calibrating (a 4,000-character
+    error, no model). One size policy now serves fit, calibration and predict: a training image
+    is cut into the same pieces predict scores (before, fit resized it -- score 0.33 on a
+    magnetic-tile crop -- while predict tiled it -- 0.79)."""
+    seen: dict[str, np.ndarray] = {}
+    real_train = T.train
+
+    def spy(data: np.ndarray, config: VAEConfig, groups: np.ndarray) -> object:
+        seen["data"], seen["groups"] = data.copy(), groups
+        return real_train(data, config, groups=groups)
+
+    monkeypatch.setattr(T, "train", spy)
+    images = _varied(5, 20)
+    assert len({im.shape for im in images}) > 10
+    model = VAE(replace(TINY, epochs=1, large_images=policy))
+    model.fit(images)
+    summary = model.summary
+    assert summary.train_images + summary.val_images == 20
+    pieces = summary.train_pieces + summary.val_pieces
+    assert pieces == len(seen["data"]) and (pieces > 20 if policy == "tile" else pieces == 20)
+    # the same large image scored from what fit trained on and by predict
+    largest = max(range(20), key=lambda i: images[i].shape[0] * images[i].shape[1])
+    trained_on = seen["data"][seen["groups"] == largest]
+    assert len(trained_on) == (
+        len(cut_image(images[largest], model.config).pieces(model.config.size))
+    )
+    assert (len(trained_on) > 1) == (policy == "tile")
+    from_fit = float(model._run(trained_on).scores.max())
+    assert float(model.predict([images[largest]]).scores[0]) == pytest.approx(from_fit, rel=1e-5)
+    # calibrated through predict on the held-out images: the threshold means predict's scores
+    _, val = T.held_out(20, TINY.val_fraction, TINY.seed)
+    held_out = model.predict([images[i] for i in val]).scores
+    expected = from_normal_scores(held_out, TINY.threshold_k, TINY.threshold_quantile)
+    assert model.calibration.threshold == pytest.approx(expected.threshold, rel=1e-5)
+    # several sizes in one call: each scored as alone, maps on the model's grid
+    test = _varied(6, 5)
+    mixed = model.predict(test)
+    assert mixed.scores.shape == (5,) and mixed.maps.shape == (5, SIZE, SIZE)
+    for image, score in zip(test, mixed.scores, strict=True):
+        alone = model.predict([image])
+        assert alone.maps.shape == (1, *image.shape[:2])
+        assert float(alone.scores[0]) == pytest.approx(float(score), rel=1e-5)
+    assert model.segment(test).shape == (5, SIZE, SIZE)
+
+
+def test_bad_images_are_refused_before_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    monkeypatch.setattr(T, "train", lambda *a, **k: calls.append(1))
+    images = _varied(8, 6)
+    with pytest.raises(InputError, match="image 5 has 1 channel") as refused:
+        VAE(TINY).fit([*images[:5], images[5][:, :, 0]])
+    with pytest.raises(InputError, match="image 2 is empty"):
+        VAE(TINY).fit([*images[:2], np.zeros((0, 5, 3), np.uint8), *images[3:]])
+    assert calls == [] and len(str(refused.value)) < 120
+
+
+def test_predict_refuses_a_wrong_image_with_a_short_message(fitted: VAE) -> None:
+    images = [*_varied(9, 300), np.zeros((20, 30), np.uint8)]
+    with pytest.raises(InputError, match="image 300 has 1 channel") as refused:
+        fitted.predict(images)
+    assert len(str(refused.value)) < 120
+
+
+def test_size_policy_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="large_images must be one of"):
+        VAEConfig(large_images="crop")
+    for bad in (-0.1, 0.6):
+        with pytest.raises(ValueError, match="tile_overlap must be in"):
+            VAEConfig(tile_overlap=bad)
+
+
+def test_old_model_files_load_with_their_tiling_and_never_draw_progress(fitted: VAE) -> None:
+    noisy = fitted.with_options()
+    noisy.config = replace(noisy.config, progress=True)
+    art = noisy.to_artifact()
+    assert art.meta["config"]["progress"] is False  # never stored as on
+    config = dict(art.meta["config"], progress=True)  # as files written before this stored it
+    del config["large_images"], config["tile_overlap"]
+    training = {
+        k: v for k, v in art.meta["training"].items() if k not in ("train_pieces", "val_pieces")
+    }
+    old = artifact.Artifact(
+        {**art.meta, "config": config, "training": training}, art.graphs, art.arrays
+    )
+    loaded = VAE.from_artifact(old)
+    assert loaded.config.progress is False
+    assert (loaded.config.large_images, loaded.config.tile_overlap) == ("tile", 0.0)
+    assert loaded.summary.train_pieces is None
+    frame = np.concatenate(scenes(2, SIZE, 3)[0], 1)  # 16 x 48: three tiles, no overlap
+    assert cut_image(frame, loaded.config).cols == (0, 16, 32)
+    assert VAE.from_artifact(fitted.to_artifact()).config.tile_overlap == 0.25

@@ -1,4 +1,5 @@
-"""Heat-map overlays outline the model's own defect mask (its mask rule, not the bare threshold)."""
+"""Heat-map overlays: opacity that follows the heat, and the model's own defect mask outlined (its
+mask rule, not the bare threshold)."""
 
 from __future__ import annotations
 
@@ -6,12 +7,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from vad_inspection.pipeline import predict_files
-from vad_inspection.vad.detector import detector_for_model
 from vad_inspection.vad.baselines import LocalContrast
 from vad_inspection.vad.calibration import Calibration
-from vad_inspection.viz import overlay
+from vad_inspection.vad.detector import detector_for_model
+from vad_inspection.viz import overlay, to_display_rgb
 
 WHITE = np.array([255, 255, 255], dtype=np.uint8)
 
@@ -60,3 +62,44 @@ def test_predict_overlay_outlines_the_mask_rule_not_the_threshold(tmp_path: Path
     assert rule_mask.sum() < plain_mask.sum()  # the rule narrows the thresholded band
     assert drawn.any() and not (drawn & ~_edge(rule_mask)).any()
     assert (_edge(plain_mask) & ~rule_mask).any()  # the plain band's edge is not drawn
+
+
+def _jet(value: float) -> np.ndarray:
+    """The RGB colour the JET map gives a heat ``value`` in [0, 1]."""
+    level = np.full((1, 1), int(value * 255), np.uint8)
+    return cv2.cvtColor(cv2.applyColorMap(level, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)[0, 0]
+
+
+def test_overlay_opacity_follows_the_heat() -> None:
+    """Cold pixels show the image itself, hot ones mostly the colour map: a constant blend hid
+    the whole surface under blue."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(40, 220, (30, 40, 3)).astype(np.uint8)
+    heat = np.tile(np.linspace(0.0, 1.0, 40, dtype=np.float32), (30, 1))
+    heat[:, :5] = 0.0
+    heat[:, -5:] = 1.0
+    out = overlay(image, heat)
+    np.testing.assert_array_equal(out[:, :5], image[:, :5])  # heat 0: the image, untouched
+    hot = out[:, -5:].astype(float)
+    colour = np.broadcast_to(_jet(1.0), hot.shape).astype(float)
+    to_colour = np.abs(hot - colour).mean()
+    to_image = np.abs(hot - image[:, -5:]).mean()
+    assert to_colour < 0.5 * to_image  # heat 1: mostly the colour map
+    np.testing.assert_allclose(hot, 0.3 * image[:, -5:] + 0.7 * colour, atol=0.51)
+    # how far a pixel moves from the image grows with its heat
+    moved = np.abs(out.astype(float) - image).mean(axis=(0, 2))
+    assert moved[5] < moved[20] < moved[-6]
+    assert moved[10] < 0.15 * moved[-1]  # heat 0.26: barely tinted
+    np.testing.assert_array_equal(overlay(image, heat, alpha=0.0), to_display_rgb(image))
+
+
+def test_overlay_keeps_its_callers_signature_and_checks_options() -> None:
+    image = np.full((8, 8), 90, np.uint8)
+    heat = np.ones((4, 4), np.float32)  # resized to the image
+    mask = np.zeros((4, 4), bool)
+    mask[1:3, 1:3] = True
+    positional = overlay(image, heat, 0.5, mask)
+    assert positional.shape == (8, 8, 3) and _white(positional).any()
+    for bad in ({"alpha": 1.5}, {"gamma": 0.0}):
+        with pytest.raises(ValueError, match="alpha in"):
+            overlay(image, heat, **bad)

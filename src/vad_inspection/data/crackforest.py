@@ -2,9 +2,12 @@
 
 Every labelled photo has cracks, so whole photos cannot serve as "normal"; tiles can: a tile with
 no crack pixel is normal, any crack pixel makes it anomalous. Labels come from the published
-``seg/NNN.seg`` files (parsed at open time, since the tile labels need them); the JPEGs are read
-lazily. Photos without a ``.seg`` (ids 2xx/3xx in the published set) have no ground truth and are
-skipped; :func:`unlabelled_images` names them, so the skip is never silent.
+``seg/NNN.seg`` files or, for a photo without one, from the published ``groundTruth/NNN.mat``
+(both parsed at open time, since the tile labels need them; the two agree pixel for pixel on all
+100 labelled photos, so a copy holding only one of the folders reads the same); the JPEGs are read
+lazily. Photos with neither (ids 2xx/3xx in the published set) have no ground truth and are
+skipped; :func:`unlabelled_images` names them, so the skip is never silent. Reading ``.mat`` needs
+SciPy, imported only then.
 
 The ``.seg`` format (the Berkeley segmentation format) gives every pixel a segment number. By
 inspection of all 100 files here, segment 1 is the crack, 0 the background, and the segments 2 and
@@ -38,11 +41,15 @@ __all__ = [
     "open_crackforest",
     "parse_seg",
     "parse_seg_labels",
+    "read_mat_labels",
     "unlabelled_images",
 ]
 
 CRACK_SEGMENT = 1
-_LAYOUT = "the CrackForest layout image/NNN.jpg with labels seg/NNN.seg"
+_LAYOUT = "the CrackForest layout image/NNN.jpg with labels seg/NNN.seg and/or groundTruth/NNN.mat"
+#: Label folders and suffixes, in order of preference when a photo has both (``.seg`` first: it
+#: is plain text, read without SciPy).
+_LABELS = (("seg", ".seg"), ("groundTruth", ".mat"))
 _RUN = re.compile(r"\s*[0-9]{1,9}(?:[ \t]+[0-9]{1,9}){3}\s*")
 
 
@@ -143,24 +150,82 @@ def parse_seg(text: str) -> np.ndarray:
     return parse_seg_labels(text) == CRACK_SEGMENT
 
 
-def _layout(root: Path | str) -> tuple[Path, list[Path]]:
+def read_mat_labels(path: Path | str) -> np.ndarray:
+    """The segment number of every pixel from a published ``groundTruth/NNN.mat``, numbered as in
+    a ``.seg`` (the crack is :data:`CRACK_SEGMENT`), ``(height, width)`` int16.
+
+    The file is a MATLAB struct ``groundTruth`` (1x1) with a ``Segmentation`` array numbering the
+    segments from 1 (and ``Boundaries``, not used); hence the minus one. Raises DatasetError when
+    the file is unreadable or not of that structure, and when SciPy (which reads it) is missing.
+    """
+    try:
+        import scipy.io
+    except ImportError:
+        raise DatasetError(
+            f"{path}: reading CrackForest .mat labels needs SciPy (pip install scipy), or give the "
+            "seg/ folder"
+        ) from None
+    try:
+        data = scipy.io.loadmat(str(path))
+        segmentation = np.asarray(data["groundTruth"][0, 0]["Segmentation"])
+    except (OSError, ValueError, TypeError, KeyError, IndexError, NotImplementedError) as error:
+        raise DatasetError(
+            f"{path}: not a CrackForest ground-truth .mat (a 'groundTruth' struct with "
+            f"'Segmentation'): {error}"
+        ) from error
+    whole = segmentation.dtype.kind in "ui" or (
+        segmentation.dtype.kind == "f"  # MATLAB's default double, if someone re-saved it
+        and bool(np.isfinite(segmentation).all())
+        and bool((segmentation == np.round(segmentation)).all())
+    )
+    if segmentation.ndim != 2 or segmentation.size == 0 or not whole:
+        raise DatasetError(
+            f"{path}: Segmentation must be a 2-D array of segment numbers; got "
+            f"{segmentation.dtype} {segmentation.shape}"
+        )
+    lowest = int(segmentation.min())
+    if lowest < 1 or segmentation.max() > np.iinfo(np.int16).max:
+        raise DatasetError(f"{path}: Segmentation numbers segments from 1; found {lowest}")
+    return (segmentation.astype(np.int64) - 1).astype(np.int16)
+
+
+def _read_labels(path: Path) -> np.ndarray:
+    """Crack pixels of one photo from its ``.seg`` or ``.mat``; errors name the file."""
+    try:
+        if path.suffix == ".mat":
+            return read_mat_labels(path) == CRACK_SEGMENT
+        return parse_seg(path.read_text(encoding="latin-1"))
+    except DatasetError as error:
+        if str(error).startswith(str(path)):
+            raise
+        raise DatasetError(f"{path}: {error}") from error
+
+
+def _layout(root: Path | str) -> tuple[Path, list[Path], dict[str, Path]]:
+    """The root, its photos, and each labelled photo id's label file (``.seg`` preferred)."""
     root = require_dir(root, _LAYOUT)
     require_dir(root / "image", _LAYOUT)
-    require_dir(root / "seg", _LAYOUT)
-    return root, list_files(root / "image", (".jpg",))
+    folders = [(root / name, suffix) for name, suffix in _LABELS if (root / name).is_dir()]
+    if not folders:
+        raise DatasetError(f"{root}: neither seg/ nor groundTruth/ is there: expected {_LAYOUT}")
+    labels: dict[str, Path] = {}
+    for folder, suffix in reversed(folders):  # the preferred folder last, so it wins
+        labels.update({p.stem: p for p in list_files(folder, (suffix,))})
+    return root, list_files(root / "image", (".jpg",)), labels
 
 
 def unlabelled_images(root: Path | str) -> list[Path]:
-    """Photos under ``image/`` that have no ``seg/<id>.seg`` and so are left out of the dataset."""
-    root, images = _layout(root)
-    return [p for p in images if not (root / "seg" / f"{p.stem}.seg").is_file()]
+    """Photos under ``image/`` with neither ``seg/<id>.seg`` nor ``groundTruth/<id>.mat``, which
+    are left out of the dataset."""
+    _, images, labels = _layout(root)
+    return [p for p in images if p.stem not in labels]
 
 
 def _read_photo(path: Path, shape: tuple[int, int]) -> np.ndarray:
     image = read_image(path, 3)
     if image.shape[:2] != shape:
         raise DatasetError(
-            f"{path}: image is {image.shape[1]}x{image.shape[0]}, its .seg says "
+            f"{path}: image is {image.shape[1]}x{image.shape[0]}, its labels say "
             f"{shape[1]}x{shape[0]}"
         )
     return image
@@ -174,25 +239,20 @@ def open_crackforest(root: Path | str, tile: int = 64, stride: int | None = None
     right/bottom remainder narrower than a tile is not covered.
     """
     tile, stride = check_tiling(tile, stride)
-    root, images = _layout(root)
-    labelled = {p.stem for p in list_files(root / "seg", (".seg",))}
-    orphans = labelled - {p.stem for p in images}
+    root, images, labels = _layout(root)
+    orphans = sorted(set(labels) - {p.stem for p in images})
     if orphans:
-        raise DatasetError(
-            f"{root / 'seg'}: labels without a photo in image/: {', '.join(sorted(orphans))}.seg"
-        )
+        names = ", ".join(labels[stem].name for stem in orphans)
+        raise DatasetError(f"{root}: labels without a photo in image/: {names}")
     read = per_dataset_cache(_read_photo)
     samples: list[Sample] = []
-    for path in (p for p in images if p.stem in labelled):
-        seg_path = root / "seg" / f"{path.stem}.seg"
-        try:
-            crack = parse_seg(seg_path.read_text(encoding="latin-1"))
-        except DatasetError as error:
-            raise DatasetError(f"{seg_path}: {error}") from error
+    for path in (p for p in images if p.stem in labels):
+        label_path = labels[path.stem]
+        crack = _read_labels(label_path)
         crack.flags.writeable = False
         grid = tile_grid(*crack.shape, tile, stride)
         if not grid:
-            raise DatasetError(f"{seg_path}: tile {tile} px does not fit its {crack.shape} image")
+            raise DatasetError(f"{label_path}: tile {tile} px does not fit its {crack.shape} image")
         for t, count in zip(grid, tile_sums(crack, grid), strict=True):
             samples.append(
                 Sample(

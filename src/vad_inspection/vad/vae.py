@@ -77,6 +77,8 @@ MAP_SOURCES: tuple[str, ...] = ("attention", "reconstruction")
 SCORES: tuple[str, ...] = ("mse", "max", "residual")
 CHANNEL_MODES: tuple[str, ...] = ("auto", "gray", "rgb")
 NORMALISATIONS: tuple[str, ...] = ("image", "dataset")
+#: How images of another size than the model's become network input (``VAEConfig.large_images``).
+SIZE_POLICIES: tuple[str, ...] = ("tile", "resize")
 
 #: Grid of the last encoder block the automatic ``downsample`` aims at (pixels of input per cell
 #: is then size / 8): fine enough for a useful attention map, coarse enough for a small latent
@@ -146,6 +148,21 @@ class VAEConfig:
     map, ``mask_width_fraction`` > 0 keeps the pixels whose smoothed reconstruction error is at
     least that fraction of its local peak (a defect's width judged by its own depth, before the
     line detector widened it), and ``mask_min_length`` > 0 drops regions shorter than that (px).
+
+    Image size (one policy for training, calibration and prediction, stored in the model file so
+    that an image scores the same whichever path it takes): ``large_images`` ``tile`` (default)
+    cuts an image larger than ``size`` into tiles of ``size`` at its own scale, overlapping by at
+    least ``tile_overlap`` of a tile, trains on those tiles and scores a frame by its highest
+    tile, its map blended from the tiles' maps (:func:`stitch`); an image smaller than ``size``
+    in a dimension is first enlarged, keeping its aspect ratio, until it fills a tile.
+    ``resize`` resizes every image to ``size`` (aspect ratio not kept) and its map back. ``tile``
+    is the default because it keeps one pixel the same size in training and inference whatever
+    the image size: a crack 3 px wide in a 500 px crop stays 3 px, where resizing to 64 px would
+    shrink it below a pixel, and crops of varying size (magnetic tile: 200-500 px) would each be
+    squeezed by another factor, so their texture scale itself would vary. Its cost: training
+    time grows with the number of tiles (about ``(H / size) * (W / size) / (1 - overlap)^2`` per
+    image). Files written before the policy existed load as ``tile`` with ``tile_overlap`` 0: the
+    grid they were predicted (and calibrated by ``vad-inspection fit``) on.
     """
 
     variant: str = "vae"
@@ -177,6 +194,8 @@ class VAEConfig:
     pixel_quantile: float | None = 0.99
     mask_width_fraction: float = 0.0
     mask_min_length: int = 0
+    large_images: str = "tile"
+    tile_overlap: float = 0.25
 
     def __post_init__(self) -> None:
         choices = {
@@ -186,6 +205,7 @@ class VAEConfig:
             "polarity": POLARITIES,
             "channels": CHANNEL_MODES,
             "normalise": NORMALISATIONS,
+            "large_images": SIZE_POLICIES,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -202,6 +222,9 @@ class VAEConfig:
             raise ValueError(
                 f"VAEConfig.size {size} must be divisible by {step} ({blocks} halving blocks)"
             )
+        if not 0.0 <= self.tile_overlap <= 0.5:
+            # beyond half a tile a pixel lies in three tiles per axis: more cost, no smoother
+            raise ValueError(f"tile_overlap must be in [0, 0.5]; got {self.tile_overlap}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
         check_line_length(self.line_length)
@@ -239,6 +262,10 @@ class VAEConfig:
         known = {f.name for f in fields(VAEConfig)}
         values = {k: v for k, v in data.items() if k in known}
         values["size"] = tuple(values.get("size", (64, 64)))
+        if "large_images" not in values:
+            # Written before the size policy: such models were predicted (and calibrated by
+            # ``vad-inspection fit``) on the minimal tile grid, so their thresholds mean that.
+            values["large_images"], values["tile_overlap"] = "tile", 0.0
         return VAEConfig(**values)
 
 
@@ -322,12 +349,20 @@ def _centred(unit: np.ndarray, normalise: str, mean: Sequence[float]) -> np.ndar
 
 
 def fit_input(images: Sequence[np.ndarray], config: VAEConfig) -> tuple[VAEInput, np.ndarray]:
-    """The input description learnt from the training images, and those images normalised."""
+    """The input description learnt from the training images, and those images normalised.
+
+    Normalised in place: tiled training sets can hold tens of thousands of tiles, and a copy per
+    step would triple the memory they take.
+    """
     image_channels = as_hwc(np.asarray(images[0])).shape[2]
     unit = to_unit(images, config.channels, image_channels, config.size)
     mean = unit.mean(axis=(0, 2, 3))
-    centred = _centred(unit, config.normalise, mean)
-    std = np.maximum(centred.std(axis=(0, 2, 3)), 1e-6)
+    if config.normalise == "image":
+        unit -= unit.mean(axis=(2, 3), keepdims=True)
+    else:
+        unit -= mean[None, :, None, None]
+    std = np.maximum(unit.std(axis=(0, 2, 3)), 1e-6)
+    unit /= std[None, :, None, None]
     spec = VAEInput(
         size=config.size,
         image_channels=image_channels,
@@ -336,7 +371,7 @@ def fit_input(images: Sequence[np.ndarray], config: VAEConfig) -> tuple[VAEInput
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
     )
-    return spec, (centred / std[None, :, None, None]).astype(np.float32)
+    return spec, unit
 
 
 def network_input(images: Sequence[np.ndarray], spec: VAEInput) -> np.ndarray:
@@ -359,16 +394,133 @@ def _mode(spec: VAEInput) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def tile_origins(length: int, tile: int) -> list[int]:
-    """Start offsets of tiles covering ``length`` px; the last one is flush with the edge.
+def tile_origins(length: int, tile: int, overlap: int = 0) -> list[int]:
+    """Start offsets of tiles covering ``length`` px, neighbours overlapping by at least
+    ``overlap`` px; the first is flush with the start, the last with the end.
 
-    Tiles overlap rather than pad when ``tile`` does not divide ``length``: padding would show the
-    model borders it never saw in training.
+    Tiles overlap rather than pad when they do not divide ``length``: padding would show the model
+    borders it never saw in training. With ``overlap`` 0 this is the minimal cover.
     """
     if length <= tile:
         return [0]
-    count = math.ceil(length / tile)
+    if not 0 <= overlap < tile:
+        raise ValueError(f"tile overlap must be in [0, {tile}) px; got {overlap}")
+    # spacing (length - tile) / (count - 1) <= tile - overlap, so every overlap is >= overlap
+    count = max(2, math.ceil((length - overlap) / (tile - overlap)))
     return sorted({round(i * (length - tile) / (count - 1)) for i in range(count)})
+
+
+def blend_weights(origins: Sequence[int], tile: int) -> list[np.ndarray]:
+    """Per-tile weights ``(tile,)`` along one axis for stitching tiles at ``origins``.
+
+    Each tile ramps up over its overlap with the previous tile and down over its overlap with the
+    next as a raised cosine (``sin^2`` / ``cos^2`` of the same phase), and is flat elsewhere: two
+    neighbours' weights sum to 1 across their overlap, so a stitched map fades from one tile into
+    the next instead of stepping where one ends. Half-pixel phases keep every weight positive, so
+    a pixel covered by one tile gets exactly that tile's value after normalisation.
+    """
+    weights = []
+    for k, origin in enumerate(origins):
+        w = np.ones(tile, dtype=np.float64)
+        before = origins[k - 1] + tile - origin if k > 0 else 0
+        after = origin + tile - origins[k + 1] if k + 1 < len(origins) else 0
+        if before > 0:
+            w[:before] *= np.sin(0.5 * np.pi * (np.arange(before) + 0.5) / before) ** 2
+        if after > 0:
+            w[tile - after :] *= np.cos(0.5 * np.pi * (np.arange(after) + 0.5) / after) ** 2
+        weights.append(w)
+    return weights
+
+
+def stitch(
+    maps: np.ndarray, rows: Sequence[int], cols: Sequence[int], shape: tuple[int, int]
+) -> np.ndarray:
+    """One ``(H, W)`` map from tile maps ``(len(rows) * len(cols), th, tw)`` (row-major over the
+    grid of ``rows`` x ``cols`` origins), blended by :func:`blend_weights` and normalised by the
+    summed weights.
+
+    Why not the maximum where tiles overlap (as before): a tile's map is worst at its own border
+    (convolutions padded there, shading it reconstructs for the tile as a whole), so the maximum
+    kept exactly those values and drew the tile grid into the map as seams. Blending takes each
+    pixel mostly from the tile it lies deepest in.
+    """
+    th, tw = maps.shape[1:]
+    row_w, col_w = blend_weights(rows, th), blend_weights(cols, tw)
+    total = np.zeros(shape, dtype=np.float64)
+    weight = np.zeros(shape, dtype=np.float64)
+    for (i, r), (j, c) in ((a, b) for a in enumerate(rows) for b in enumerate(cols)):
+        w = np.outer(row_w[i], col_w[j])
+        total[r : r + th, c : c + tw] += w * maps[i * len(cols) + j]
+        weight[r : r + th, c : c + tw] += w
+    return (total / weight).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Cut:
+    """How one image becomes the network's pieces under :attr:`VAEConfig.large_images`, and how
+    their maps go back onto it: one function for training, calibration and prediction, so an
+    image is seen the same way by all three.
+
+    ``work`` is the image the pieces are cut from (the image itself, or enlarged when smaller
+    than a tile); ``rows`` / ``cols`` the tile origins in it, or None when the whole image is
+    resized to one piece (the ``resize`` policy).
+    """
+
+    shape: tuple[int, int]
+    work: np.ndarray
+    rows: tuple[int, ...] | None
+    cols: tuple[int, ...] | None
+
+    @property
+    def tiled(self) -> bool:
+        return self.rows is not None
+
+    def pieces(self, size: tuple[int, int]) -> list[np.ndarray]:
+        """The network's pieces (views, no copies); resized to ``size`` later by :func:`to_unit`."""
+        if self.rows is None or self.cols is None:
+            return [self.work]
+        th, tw = size
+        return [self.work[r : r + th, c : c + tw] for r in self.rows for c in self.cols]
+
+    def back(self, maps: np.ndarray) -> np.ndarray:
+        """The pieces' maps ``(P, h, w)`` as one ``(1, H, W)`` map at the image's own size."""
+        if self.rows is None or self.cols is None:
+            whole = maps[0]
+        elif len(maps) == 1 and self.work.shape[:2] == maps.shape[1:]:
+            whole = maps[0]  # one tile, the image itself: no stitching, no rounding
+        else:
+            whole = stitch(maps, self.rows, self.cols, self.work.shape[:2])
+        return resize_map(whole, self.shape)[None]
+
+
+def resize_map(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A float map ``(h, w)`` at ``shape``: area-averaged when shrinking (no aliasing), bilinear
+    when enlarging."""
+    if values.shape == tuple(shape):
+        return values.astype(np.float32, copy=False)
+    height, width = shape
+    shrink = height * width < values.shape[0] * values.shape[1]
+    mode = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return cv2.resize(values.astype(np.float32), (width, height), interpolation=mode)
+
+
+def cut_image(image: np.ndarray, config: VAEConfig) -> Cut:
+    """``image`` (H, W, C) cut for the network by the configured size policy (:class:`Cut`)."""
+    image = as_hwc(image)
+    shape = (int(image.shape[0]), int(image.shape[1]))
+    th, tw = config.size
+    if config.large_images == "resize":
+        return Cut(shape, image, None, None)
+    work = image
+    if shape[0] < th or shape[1] < tw:
+        # enlarge (aspect kept) until a tile fits: resizing to (th, tw) would stretch it unevenly
+        scale = max(th / shape[0], tw / shape[1])
+        enlarged = (max(th, round(shape[0] * scale)), max(tw, round(shape[1] * scale)))
+        work = resize_image(image, enlarged)
+    height, width = work.shape[:2]
+    rows = tile_origins(height, th, round(config.tile_overlap * th))
+    cols = tile_origins(width, tw, round(config.tile_overlap * tw))
+    return Cut(shape, work, tuple(rows), tuple(cols))
 
 
 def reconstruction_error(outputs: dict[str, np.ndarray], polarity: str) -> np.ndarray:
@@ -394,6 +546,10 @@ class TrainingSummary:
     train_images: int
     val_images: int
     stopped_early: bool
+    #: pieces the network trained / validated on (tiles; equal to the images without tiling);
+    #: None in files written before tiled training
+    train_pieces: int | None = None
+    val_pieces: int | None = None
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -407,12 +563,56 @@ def _with_maps(
     return Prediction(scores, reshape(prediction.maps), depth=depth, rule=prediction.rule)
 
 
+def _pick(prediction: Prediction, i: int) -> Prediction:
+    """Image ``i`` of a batch's prediction."""
+    depth = None if prediction.depth is None else prediction.depth[i : i + 1]
+    return Prediction(
+        prediction.scores[i : i + 1], prediction.maps[i : i + 1], depth=depth, rule=prediction.rule
+    )
+
+
+def check_images(images: Sequence[np.ndarray], channels: int | None = None) -> list[np.ndarray]:
+    """``images`` as ``(H, W, C)`` arrays, all with ``channels`` bands (None: the first image's),
+    none empty; otherwise one short InputError naming the first bad image. Cheap (no pixel is
+    read), so it runs before any training or scoring."""
+    if len(images) == 0:
+        raise InputError("no images given")
+    fitted = channels is not None
+    arrays = []
+    for i, raw in enumerate(images):
+        image = np.asarray(raw)
+        if image.ndim not in (2, 3):
+            raise InputError(f"image {i} has shape {image.shape}; expected (H, W) or (H, W, C)")
+        image = as_hwc(image)
+        if image.size == 0:
+            raise InputError(f"image {i} is empty (shape {image.shape})")
+        channels = image.shape[2] if channels is None else channels
+        if image.shape[2] != channels:
+            reference = (
+                f"the model was fitted on {channels}-channel images"
+                if fitted
+                else f"image 0 has {channels}"
+            )
+            raise InputError(f"image {i} has {image.shape[2]} channel(s); {reference}")
+        arrays.append(image)
+    return arrays
+
+
 class VAE:
     """The (constrained) VAE / plain VAE / autoencoder detector on ONNX Runtime.
 
-    Images of the configured ``size`` are scored directly; larger images (a camera frame) are cut
-    into tiles of that size, scored as one batch, and their maps stitched (maximum where tiles
-    overlap); the frame's score is the highest tile score.
+    Image size, one policy everywhere (:attr:`VAEConfig.large_images`, stored in the model file):
+    with ``tile`` (the default) an image larger than the configured ``size`` is cut into
+    overlapping tiles of that size, in training as in prediction; its score is its highest tile
+    score and its map the tiles' maps blended by raised-cosine weights (:func:`stitch`), so no
+    tile border shows in it. With ``resize`` every image is resized to ``size`` and its map back.
+    Held-out normal images are calibrated through :meth:`predict` itself, so a threshold means
+    the same score it is compared with.
+
+    :meth:`predict` returns maps at each image's own size when all images share one size. Images
+    of different sizes in one call are each scored exactly as alone, but one ``(N, H, W)`` array
+    cannot hold maps of several sizes: their maps (and depth) come back resized to the model's
+    ``size``; call once per image (as the detector does) for maps at full size.
     """
 
     def __init__(self, config: VAEConfig | None = None) -> None:
@@ -429,24 +629,42 @@ class VAE:
 
     # -- fitting (torch, lazily) ----------------------------------------------------------------
     def fit(self, images: Sequence[np.ndarray]) -> None:
-        """Train on normal images (torch), export, then calibrate on the held-out ones."""
+        """Train on normal images (torch), export, then calibrate on the held-out ones.
+
+        Every image is checked and cut by the size policy before training starts, so a bad image
+        fails in a second, not after the training it would have wasted. Whole images are held out
+        (never some tiles of an image for training and others for validation), and they are
+        calibrated through :meth:`predict`, the path every later image takes.
+        """
         if len(images) < 2:
             raise InputError(
                 f"the VAE needs at least two normal training images; got {len(images)}"
             )
+        arrays = check_images(images)
+        cuts = [cut_image(image, self.config) for image in arrays]
+        per_image = [cut.pieces(self.config.size) for cut in cuts]
+        pieces = [piece for image_pieces in per_image for piece in image_pieces]
+        groups = np.repeat(np.arange(len(cuts)), [len(p) for p in per_image])
+        del per_image
+        spec, prepared = fit_input(pieces, self.config)
+        del pieces
+
         from vad_inspection.vad import vae_train
 
-        spec, prepared = fit_input(images, self.config)
-        result = vae_train.train(prepared, self.config)
+        result = vae_train.train(prepared, self.config, groups=groups)
+        del prepared
         self.input = spec
         self.graph = result.onnx
         self.gradcam_weights = result.gradcam_weights
         self.summary = result.summary
         self.history = result.history
         self._session = None
-        if len(result.val_index) >= 2:
-            held_out = self._run(prepared[result.val_index])
-            self.calibrate(held_out.scores, held_out.maps)
+        if len(result.val_groups) >= 2:
+            held_out = self._predict_each([arrays[i] for i in result.val_groups])
+            self.calibrate(
+                np.concatenate([p.scores for p in held_out]),
+                np.concatenate([p.maps.ravel() for p in held_out]),
+            )
 
     def calibrate(self, scores: np.ndarray, maps: np.ndarray) -> None:
         """Image and pixel thresholds from normal images' scores and maps (the paper's rule)."""
@@ -502,43 +720,42 @@ class VAE:
         )
 
     def predict(self, images: Sequence[np.ndarray]) -> Prediction:
+        """Scores and maps of images of any size, by the model's size policy.
+
+        All images of one size: maps at that size. Images of several sizes: each scored as it
+        would be alone, maps (and depth) resized to the model's ``size`` (see the class
+        docstring). Channel counts are checked for every image before any is scored.
+        """
         if self.input is None:
             raise RuntimeError(f"{self.name} is not fitted: call fit() or load a model first")
-        if all(as_hwc(np.asarray(im)).shape[:2] == self.input.size for im in images):
-            return self._run(network_input(images, self.input))
-        parts = [self._predict_frame(np.asarray(im)) for im in images]
-        shapes = {p.maps.shape[1:] for p in parts}
-        if len(shapes) > 1:
-            raise InputError(f"images of different sizes {sorted(shapes)} cannot share one batch")
-        return Prediction.concat(parts)
+        arrays = check_images(images, self.input.image_channels)
+        if all(image.shape[:2] == self.input.size for image in arrays):
+            return self._run(network_input(arrays, self.input))  # one batch, no cutting
+        parts = self._predict_each(arrays)
+        if len({p.maps.shape for p in parts}) == 1:
+            return Prediction.concat(parts)
+        size = self.input.size
+        return Prediction.concat(
+            [_with_maps(p, p.scores, lambda m: resize_map(m[0], size)[None]) for p in parts]
+        )
+
+    def _predict_each(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """One prediction per image, each with its map at the image's own size; images of the
+        model's size share one batch."""
+        exact = [i for i, image in enumerate(images) if image.shape[:2] == self.input.size]
+        row = {i: k for k, i in enumerate(exact)}
+        batch = self._run(network_input([images[i] for i in exact], self.input)) if exact else None
+        return [
+            _pick(batch, row[i]) if batch is not None and i in row else self._predict_frame(image)
+            for i, image in enumerate(images)
+        ]
 
     def _predict_frame(self, image: np.ndarray) -> Prediction:
-        """One image of another size: tiles of the model's size, stitched (tiles overlap at most
-        where the size does not divide); a smaller image is resized to one tile and its map
-        back to the image's size."""
-        image = as_hwc(image)
-        height, width = image.shape[:2]
-        th, tw = self.input.size
-        if height < th or width < tw:
-            whole = self._run(network_input([image], self.input))
-
-            def resized(maps: np.ndarray) -> np.ndarray:
-                back = cv2.resize(maps[0], (width, height), interpolation=cv2.INTER_LINEAR)
-                return back[None].astype(np.float32)
-
-            return _with_maps(whole, whole.scores, resized)
-        boxes = [(r, c) for r in tile_origins(height, th) for c in tile_origins(width, tw)]
-        tiles = [image[r : r + th, c : c + tw] for r, c in boxes]
-        tiled = self._run(network_input(tiles, self.input))
-
-        def stitched(maps: np.ndarray) -> np.ndarray:
-            frame = np.full((height, width), -np.inf, dtype=np.float32)
-            for (r, c), tile_map in zip(boxes, maps, strict=True):
-                view = frame[r : r + th, c : c + tw]
-                np.maximum(view, tile_map, out=view)
-            return frame[None]
-
-        return _with_maps(tiled, tiled.scores.max(keepdims=True), stitched)
+        """One image of another size, cut by the size policy (:func:`cut_image`): its score the
+        highest piece score, its map the pieces' maps put back at the image's size."""
+        cut = cut_image(image, self.config)
+        pieces = self._run(network_input(cut.pieces(self.input.size), self.input))
+        return _with_maps(pieces, pieces.scores.max(keepdims=True), cut.back)
 
     def segment(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Defect masks ``(N, H, W)``: the anomaly map above the calibrated pixel threshold,
@@ -549,12 +766,14 @@ class VAE:
 
     # -- persistence ----------------------------------------------------------------------------
     def to_artifact(self) -> Artifact:
+        """The fitted model as an artifact; ``progress`` is never stored as on (a file is read
+        by nodes and ``predict``, which score one frame at a time)."""
         if self.graph is None or self.input is None:
             raise RuntimeError(f"{self.name} is not fitted: nothing to save")
         return Artifact(
             meta={
                 "method": self.name,
-                "config": self.config.to_dict(),
+                "config": replace(self.config, progress=False).to_dict(),
                 "input": self.input.to_dict(),
                 "graph_outputs": list(GRAPH_OUTPUTS),
                 "threshold": None if self.calibration is None else self.calibration.to_dict(),
@@ -572,8 +791,10 @@ class VAE:
 
     @classmethod
     def from_artifact(cls, artifact: Artifact) -> VAE:
+        """The model a file holds, without progress bars whatever the file says (files written
+        before this stored the training run's ``progress``)."""
         meta = artifact.meta
-        model = cls(VAEConfig.from_dict(dict(meta["config"])))
+        model = cls(replace(VAEConfig.from_dict(dict(meta["config"])), progress=False))
         model.graph = artifact.graphs["vae"]
         model.input = VAEInput.from_dict(dict(meta["input"]))
         if "gradcam_weights" in artifact.arrays:

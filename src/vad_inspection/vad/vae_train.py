@@ -251,12 +251,17 @@ def loss_terms(
 
 @dataclass
 class TrainResult:
-    """What :func:`train` hands back: the exported graph and what inference needs beside it."""
+    """What :func:`train` hands back: the exported graph and what inference needs beside it.
+
+    ``val_index``: the held-out rows of the data; ``val_groups``: the images they came from (the
+    groups given to :func:`train`), which :meth:`~vad_inspection.vad.vae.VAE.fit` calibrates on.
+    """
 
     network: ConvVAE
     onnx: bytes
     gradcam_weights: np.ndarray
     val_index: np.ndarray
+    val_groups: np.ndarray
     summary: TrainingSummary
     history: list[dict[str, float]]
 
@@ -370,24 +375,41 @@ def _load_checkpoint(
     return _State(**saved["state"])
 
 
-def train(data: np.ndarray, config: VAEConfig) -> TrainResult:
+def train(data: np.ndarray, config: VAEConfig, groups: np.ndarray | None = None) -> TrainResult:
     """Train the configured variant on normalised images ``(N, C, H, W)``; export to ONNX.
 
-    Seeded: the same data, options and seed give the same weights (one process, CPU). With
-    ``config.checkpoint_dir`` the state is saved after every epoch and a later call with the same
-    options and data resumes from it (also after the run finished: it then only re-exports).
+    ``groups`` (N,) says which image each row was cut from (None: each row its own image). The
+    held-out split draws whole groups: tiles of one image on both sides would make the held-out
+    loss (early stopping) and the calibration look better than on unseen images.
+
+    Seeded: the same data, options and seed give the same weights (one process, CPU); without
+    tiling, the same split as without groups. With ``config.checkpoint_dir`` the state is saved
+    after every epoch and a later call with the same options and data resumes from it (also
+    after the run finished: it then only re-exports).
     """
+    groups = np.arange(len(data)) if groups is None else np.asarray(groups)
+    if groups.shape != (len(data),):
+        raise ValueError(f"groups must have one entry per row ({len(data)}); got {groups.shape}")
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(TORCH_THREADS)
     try:
-        return _train(np.ascontiguousarray(data, np.float32), config)
+        return _train(np.ascontiguousarray(data, np.float32), config, groups)
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train(data: np.ndarray, config: VAEConfig) -> TrainResult:
+def _split(groups: np.ndarray, config: VAEConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Training rows, held-out rows and held-out groups (a seeded draw of whole groups)."""
+    names = np.unique(groups)
+    _, val_at = held_out(len(names), config.val_fraction, config.seed)
+    val_groups = names[val_at]
+    is_val = np.isin(groups, val_groups)
+    return np.flatnonzero(~is_val), np.flatnonzero(is_val), val_groups
+
+
+def _train(data: np.ndarray, config: VAEConfig, groups: np.ndarray) -> TrainResult:
     start = time.perf_counter()
-    train_index, val_index = held_out(len(data), config.val_fraction, config.seed)
+    train_index, val_index, val_groups = _split(groups, config)
     torch.manual_seed(config.seed)
     net = ConvVAE(config, data.shape[1])
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
@@ -427,15 +449,18 @@ def _train(data: np.ndarray, config: VAEConfig) -> TrainResult:
         best_epoch=state.best_epoch,
         best_val_loss=float(state.best_val),
         seconds=time.perf_counter() - start,
-        train_images=len(train_index),
-        val_images=len(val_index),
+        train_images=len(np.unique(groups[train_index])),
+        val_images=len(val_groups),
         stopped_early=state.epoch < config.epochs,
+        train_pieces=len(train_index),
+        val_pieces=len(val_index),
     )
     return TrainResult(
         network=net,
         onnx=export_onnx(net),
         gradcam_weights=net.gradcam_weights().detach().numpy().astype(np.float32),
         val_index=val_index,
+        val_groups=val_groups,
         summary=summary,
         history=list(state.history),
     )
