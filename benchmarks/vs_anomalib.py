@@ -445,7 +445,9 @@ def anomalib_patchcore_fit(
 
 
 def ours_patchcore(backbone: str, onnx: bytes, ratio: float, seed: int) -> PatchCore:
-    config = PatchCoreConfig(backbone=backbone, size=SIZE, coreset_ratio=ratio, seed=seed)
+    config = PatchCoreConfig(
+        backbone=backbone, size=SIZE, coreset_ratio=ratio, seed=seed, map_alignment="reference"
+    )  # anomalib's nearest upsampling, for map fidelity
     return PatchCore(config, onnx)
 
 

@@ -73,7 +73,7 @@ def _reference(train: list, test: list, sigma: float = 4.0, b: int = 9):
 def test_full_memory_bank_matches_an_independent_torch_reference(backbone: bytes) -> None:
     train, _, _ = scenes(0, SIZE, 6)
     test, _, _ = scenes(1, SIZE, 6, defect_every=2)
-    model = _model(backbone)
+    model = _model(backbone, map_alignment="reference")  # torch nearest, as the reference
     model.fit(train)
     assert model.memory_bank.shape == (6 * 8 * 8, 32 + 96)
     prediction = model.predict(test)
@@ -190,3 +190,33 @@ def test_outlier_fraction_discards_the_contaminating_images(backbone: bytes) -> 
     model.fit(normal + defective)
     assert model.kept_images.tolist() == [True] * 19 + [False] * 2
     assert model.training_images == 19
+
+
+def test_centred_maps_put_each_patch_where_its_features_are_centred() -> None:
+    from vad_inspection.vad.ops import resize_centred, resize_nearest
+
+    grid = np.zeros((1, 1, 8, 8), np.float32)
+    grid[0, 0, 3, 5] = 1.0  # one anomalous patch of a stride-8 map of a 64 px input
+    centred = resize_centred(grid, (64, 64))[0, 0]
+    nearest = resize_nearest(grid, (64, 64))[0, 0]
+    assert np.unravel_index(centred.argmax(), centred.shape) == (24, 40)  # 8 * (3, 5)
+    rows, cols = np.nonzero(nearest)
+    assert (rows.mean(), cols.mean()) == (27.5, 43.5)  # half a cell (3.5 px) down and right
+    with pytest.raises(ValueError, match="map_alignment"):
+        PatchCoreConfig(map_alignment="middle")
+
+
+def test_model_files_from_before_the_option_keep_the_reference_alignment(
+    backbone: bytes, tmp_path
+) -> None:
+    from vad_inspection.vad.registry import load_model, save_model
+
+    train, _, _ = scenes(0, SIZE, 6)
+    model = _model(backbone)
+    model.fit(train)
+    art = model.to_artifact()
+    del art.meta["config"]["map_alignment"]  # what an older file holds
+    assert PatchCore.from_artifact(art).config.map_alignment == "reference"
+    assert load_model(save_model(model, tmp_path / "m.vad", None))[0].config.map_alignment == (
+        "centred"
+    )

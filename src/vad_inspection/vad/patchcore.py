@@ -30,7 +30,13 @@ from vad_inspection.vad.base import Prediction
 from vad_inspection.vad.coreset import greedy_coreset, random_projection
 from vad_inspection.vad.features import FeatureExtractor
 from vad_inspection.vad.knn import NearestNeighbour
-from vad_inspection.vad.ops import avg_pool3, gaussian_blur, resize_bilinear, resize_nearest
+from vad_inspection.vad.ops import (
+    avg_pool3,
+    gaussian_blur,
+    resize_bilinear,
+    resize_centred,
+    resize_nearest,
+)
 from vad_inspection.vad.preprocess import InputError, InputSpec, as_hwc, to_network_input
 
 
@@ -44,6 +50,11 @@ class PatchCoreConfig:
     only (features are stored unprojected). ``num_neighbors``: b of the reweighting.
     ``outlier_fraction``: share of training images to discard as probable anomalies before the
     memory bank is built (see :meth:`PatchCore.discard_outliers`); 0 keeps all.
+    ``map_alignment``: how the patch distances are brought to the input size: ``centred``
+    (:func:`~vad_inspection.vad.ops.resize_centred`: each patch where its features are centred,
+    so defect positions are not biased) or ``reference`` (nearest upsampling as the reference
+    implementations do, half a feature cell right and down; what fidelity comparisons use and
+    what model files written before the option hold).
     """
 
     backbone: str = "mobilenet_v2"
@@ -57,9 +68,19 @@ class PatchCoreConfig:
     seed: int = 0
     progress: bool = False
     outlier_fraction: float = 0.0
+    map_alignment: str = "centred"
+
+    def __post_init__(self) -> None:
+        if self.map_alignment not in MAP_ALIGNMENTS:
+            raise ValueError(
+                f"map_alignment must be one of {MAP_ALIGNMENTS}; got {self.map_alignment!r}"
+            )
 
     def resolved_taps(self) -> tuple[str, str]:
         return tuple(self.taps) if self.taps else get_spec(self.backbone).patchcore_taps
+
+
+MAP_ALIGNMENTS: tuple[str, ...] = ("centred", "reference")
 
 
 class PatchCore:
@@ -182,7 +203,8 @@ class PatchCore:
             [self.reweight(patches[i], distances[i], nearest[i]) for i in range(n)],
             dtype=np.float32,
         )
-        maps = resize_nearest(distances.reshape(n, 1, h, w), self.input_spec.size)[:, 0]
+        upsample = resize_centred if self.config.map_alignment == "centred" else resize_nearest
+        maps = upsample(distances.reshape(n, 1, h, w), self.input_spec.size)[:, 0]
         return Prediction(scores=scores, maps=gaussian_blur(maps, self.config.sigma))
 
     # -- persistence ---------------------------------------------------------------------------
@@ -206,6 +228,7 @@ class PatchCore:
         config = dict(artifact.meta["config"])
         config["taps"] = tuple(config["taps"])
         config["size"] = tuple(config["size"])
+        config.setdefault("map_alignment", "reference")  # files from before the option
         model = cls(PatchCoreConfig(**config), artifact.graphs["backbone"])
         model.input_spec = InputSpec.from_dict(artifact.meta["input"])
         model.memory_bank = np.ascontiguousarray(artifact.arrays["memory_bank"], np.float32)
