@@ -58,7 +58,7 @@ setup(
     python_requires=">=3.10",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"vad_inspection.msgs": ["definitions/*/*.msg"]},
+    package_data={"vad_inspection.msgs": ["definitions/*/*.msg", "definitions/srv/*/*.srv"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
@@ -72,6 +72,9 @@ setup(
     entry_points={
         "console_scripts": [
             "vad-inspection = vad_inspection.cli:main",
+            # ROS 2 nodes: `ros2 run vad_inspection <name>` finds them in lib/vad_inspection/,
+            # and config/graph.yaml names them as each node kind's executable.
+            "detector = vad_inspection.nodes.detector:main",
         ],
     },
 )

@@ -1,31 +1,128 @@
-"""Launch the inspection graph for one platform: ros2 launch vad_inspection inspection.launch.py.
+"""Launch the inspection graph of one platform.
 
-Thin on purpose: which nodes run, with which remaps and parameters, is described once in the
-package (shared with the ROS-free launcher); this file only chooses the platform's parameter file.
-The nodes themselves land with the transport and node issues; until then the launch resolves the
-parameter file and says that no node is registered yet, instead of pretending to run one.
+    ros2 launch vad_inspection inspection.launch.py platform:=uav
+    ros2 launch vad_inspection inspection.launch.py platform:=agv camera:=/front autostart:=true \
+        model:=/data/models/tiles.vad
+
+Thin on purpose: which nodes run, with which remappings and parameter files, is described once in
+``config/graph.yaml`` and read by :func:`vad_inspection.nodes.graph.load_graph` (which the ROS-free
+``vad-inspection launch`` uses too). This file declares the launch arguments, and at launch time
+(an ``OpaqueFunction``, so the arguments are plain strings by then and no substitution has to be
+nested) turns each ``NodeSpec`` into one ``launch_ros`` action.
+
+Checked against launch and launch_ros on the humble and jazzy branches (identical there for every
+call used here): ``DeclareLaunchArgument(name, default_value=str, description=str,
+choices=list[str])`` (the default must be one of the choices); ``OpaqueFunction(function=f)``
+calls ``f(context)`` and launches what it returns; ``Node(package, executable, name, namespace,
+parameters=list, remappings=iterable of 2-tuples, respawn=bool, output=str)`` where
+``parameters`` must be a ``list`` whose items are file paths or dicts of bool / int / float / str
+/ non-empty lists; ``LifecycleNode`` is ``Node`` with ``name`` and ``namespace`` required.
+
+Why ``LifecycleNode`` for nodes that serve the REP-2006 lifecycle themselves (the detector): it
+subscribes to ``<node>/transition_event`` and keeps a ``<node>/change_state`` client, so a launch
+that includes this one can react to transitions (``OnStateTransition``: start a recorder when the
+detector is active) and request them (``EmitEvent(ChangeState(...))``). A plain ``Node`` would run
+the same process but make the launch blind to its state. The cost is an rclpy node in the launch
+process (launch_ros's ROS adapter), which ``ros2 launch`` provides. The namespace is passed as
+given (empty: relative), so an enclosing ``PushRosNamespace`` still applies.
 """
 
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument, LogInfo
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.substitutions import FindPackageShare
+from vad_inspection.nodes.graph import load_graph, parse_bool, platforms
+
+PACKAGE = "vad_inspection"
+BOOL_CHOICES = ["true", "false"]
+
+
+def _config_dir() -> str:
+    """The installed ``share/vad_inspection/config`` (graph.yaml and the parameter files)."""
+    return os.path.join(get_package_share_directory(PACKAGE), "config")
+
+
+def _launch_nodes(context: Any, config_dir: str) -> list[Any]:
+    """Resolve the launch arguments and return one launch_ros action per node of the platform."""
+
+    def argument(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    model = argument("model")
+    graph = load_graph(
+        argument("platform"),
+        config_dir,
+        {
+            "use_sim_time": parse_bool(argument("use_sim_time"), "use_sim_time"),
+            "autostart": parse_bool(argument("autostart"), "autostart"),
+            "model": model or None,  # empty: the platform file's value
+        },
+        camera=argument("camera") or None,
+    )
+    actions: list[Any] = []
+    for spec in graph.nodes:
+        parameters: list[Any] = list(spec.params_files)
+        if spec.parameters:
+            parameters.append(dict(spec.parameters))
+        action = LifecycleNode if spec.lifecycle else Node
+        actions.append(
+            action(
+                package=spec.package,
+                executable=spec.executable,
+                name=spec.name,
+                namespace=spec.namespace,
+                parameters=parameters,
+                remappings=[(src, dst) for src, dst in spec.remappings],
+                respawn=spec.respawn,
+                output="screen",
+            )
+        )
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
-    platform = LaunchConfiguration("platform")
-    params = PathJoinSubstitution(
-        [FindPackageShare("vad_inspection"), "config", [platform, ".yaml"]]
-    )
+    config_dir = _config_dir()
+    names = platforms(config_dir)
     return LaunchDescription(
         [
             DeclareLaunchArgument(
                 "platform",
                 default_value="agv",
-                choices=["uav", "agv", "arm"],
-                description="robot platform whose parameter file (config/<platform>.yaml) is used",
+                choices=names,
+                description="robot platform: its nodes come from config/graph.yaml and their "
+                "parameters from config/<platform>.yaml",
             ),
-            LogInfo(msg=["vad_inspection: parameters from ", params]),
-            LogInfo(msg="vad_inspection: no node is registered in this version of the package"),
+            DeclareLaunchArgument(
+                "model",
+                default_value="",
+                description="model file (.vad) for the detector; empty: the platform file's value",
+            ),
+            DeclareLaunchArgument(
+                "camera",
+                default_value="",
+                description="camera topic namespace (/camera: image from /camera/image_raw, "
+                "camera_info from /camera/camera_info); empty: the platform's default",
+            ),
+            DeclareLaunchArgument(
+                "use_sim_time",
+                default_value="false",
+                choices=BOOL_CHOICES,
+                description="follow /clock (simulation, bag replay) instead of the system time",
+            ),
+            DeclareLaunchArgument(
+                "autostart",
+                default_value="false",
+                choices=BOOL_CHOICES,
+                description="lifecycle nodes configure and activate themselves; false: they wait "
+                "unconfigured for `ros2 lifecycle set`",
+            ),
+            OpaqueFunction(function=_launch_nodes, kwargs={"config_dir": config_dir}),
         ]
     )

@@ -64,7 +64,40 @@ def test_install_space_holds_the_ros2_layout(install_space: Path) -> None:
     assert (share / "launch" / "inspection.launch.py").is_file()
     for platform in ("uav", "agv", "arm"):
         assert (share / "config" / f"{platform}.yaml").is_file()
+    assert (share / "config" / "graph.yaml").is_file()
     assert (share / "config" / "cyclonedds_loopback.xml").is_file()
+
+
+def test_installed_graph_loads_from_the_share_directory(install_space: Path) -> None:
+    """What the launch file does at launch time: the graph and every parameter file it names are
+    read from share/vad_inspection/config, not from the source tree."""
+    from vad_inspection.nodes.graph import load_graph, platforms
+
+    config = install_space / "share" / "vad_inspection" / "config"
+    for platform in platforms(config):
+        for spec in load_graph(platform, config).nodes:
+            assert spec.params_files
+            assert all(Path(p).parent == config for p in spec.params_files)
+            script = install_space / "lib" / "vad_inspection" / spec.executable
+            assert script.is_file() and os.access(script, os.X_OK), f"no executable {script}"
+
+
+def test_node_executables_are_where_ros2_run_looks(install_space: Path) -> None:
+    """`ros2 run vad_inspection detector` runs lib/vad_inspection/detector: the console script
+    finds the node's main in the installed package (its --help answers without a middleware)."""
+    script = install_space / "lib" / "vad_inspection" / "detector"
+    assert script.is_file() and os.access(script, os.X_OK)
+    site = next((install_space / "lib").glob("python3*/site-packages"))
+    result = subprocess.run(
+        [sys.executable, str(script), "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        cwd=install_space,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "detector" in result.stdout and "--ros-args" not in result.stderr
 
 
 def test_console_scripts_run_from_lib_package(install_space: Path) -> None:
