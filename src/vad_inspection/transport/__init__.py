@@ -1,4 +1,5 @@
-"""Transport: the Bus nodes are written against, its bindings (local, dds, ros), and bags.
+"""Transport: the Bus nodes are written against (topics, services, parameters, timers), its
+bindings (local, dds, ros), and bags.
 
 Importing this package loads no middleware: :func:`create_bus` imports Cyclone DDS or rclpy only
 when that binding is chosen.
@@ -32,18 +33,29 @@ from .qos import (
     QoS,
     Reliability,
 )
+from .service import (
+    PARAMETER_SERVICE_QOS,
+    SERVICE_QOS,
+    Client,
+    ParameterServices,
+    Service,
+    ServiceError,
+)
 
 __all__ = [
     "DEFAULT",
     "KINDS",
     "LATCHED",
+    "PARAMETER_SERVICE_QOS",
     "SENSOR_DATA",
+    "SERVICE_QOS",
     "STORAGES",
     "BagError",
     "BagMessage",
     "BagReader",
     "BagWriter",
     "Bus",
+    "Client",
     "Clock",
     "Durability",
     "History",
@@ -51,10 +63,13 @@ __all__ = [
     "ManualClock",
     "ParamType",
     "ParameterError",
+    "ParameterServices",
     "Parameters",
     "Publisher",
     "QoS",
     "Reliability",
+    "Service",
+    "ServiceError",
     "Subscription",
     "Timer",
     "TransportError",

@@ -1,7 +1,8 @@
 """The Bus: what a node needs from a middleware, written once and bound three ways.
 
 A node talks to a :class:`Bus`: typed publishers and subscriptions with a :class:`~.qos.QoS`,
-timers on the node's clock, a logger, parameters, and ``spin``/``shutdown``. Bindings:
+services and service clients (:mod:`.service`), timers on the node's clock, a logger, parameters
+(served to ``ros2 param`` on every binding), and ``spin``/``shutdown``. Bindings:
 
 - ``local`` (:mod:`.local`): in-process and deterministic, for composition and tests;
 - ``dds`` (:mod:`.dds`): Cyclone DDS speaking ROS 2's wire conventions, no ROS needed;
@@ -15,12 +16,14 @@ are); a subscription gets the decoded message, or the bytes when created with ``
 message that does not decode is logged with its topic and type, counted in the subscription's
 ``dropped`` and skipped: one bad sample never stops a subscriber.
 
-Callbacks run on the thread that calls :meth:`Bus.spin` / :meth:`Bus.spin_once`, one at a time.
-``publish`` may be called from any thread.
+Callbacks (subscriptions, service requests, timers) run on the thread that calls
+:meth:`Bus.spin` / :meth:`Bus.spin_once`, one at a time. ``publish`` and a service client's
+``call`` may be called from any thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import itertools
 import logging
@@ -29,16 +32,19 @@ import signal
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SetupError
 from ..msgs import cdr
-from ..msgs.types import MessageError, check_distro, msg_class, normalize_typename
+from ..msgs.types import MessageError, check_distro, msg_class, normalize_typename, srv_types
 from .clock import NS, Clock
 from .naming import node_fqn, normalize_namespace, resolve_topic, validate_node_name
 from .params import Parameters
 from .qos import CLOCK, QoS, profile
+
+if TYPE_CHECKING:
+    from .service import Client, Service, ServiceCallback
 
 KINDS = ("local", "dds", "ros")
 _BINDINGS = {
@@ -59,8 +65,9 @@ def create_bus(kind: str, node_name: str, **options: Any) -> Bus:
 
     Common options: ``namespace``, ``parameters`` (dict of overrides), ``params_file`` (a ROS 2
     parameter YAML path or a list of them), ``use_sim_time``, ``clock``, ``remappings``,
-    ``distro``. Binding options: see :class:`~.local.LocalBus`, :class:`~.dds.DdsBus`,
-    :class:`~.ros.RosBus`.
+    ``distro``, ``parameter_services`` (default True: serve rcl_interfaces' parameter services
+    so ``ros2 param`` reaches the node; rclpy nodes always have their own). Binding options:
+    see :class:`~.local.LocalBus`, :class:`~.dds.DdsBus`, :class:`~.ros.RosBus`.
     """
     try:
         module_name, class_name = _BINDINGS[kind]
@@ -248,6 +255,7 @@ class Bus(ABC):
 
     kind = "abstract"
     handles_sim_time = False  # True when the middleware follows /clock itself (rclpy)
+    provides_parameter_services = False  # True when the middleware serves them itself (rclpy)
 
     def __init__(
         self,
@@ -260,6 +268,7 @@ class Bus(ABC):
         clock: Clock | None = None,
         remappings: Mapping[str, str] | None = None,
         distro: str = "jazzy",
+        parameter_services: bool = True,
     ) -> None:
         self.name = validate_node_name(node_name)
         self.namespace = normalize_namespace(namespace)
@@ -270,6 +279,9 @@ class Bus(ABC):
         self._publishers: list[Publisher] = []
         self._subscriptions: list[Subscription] = []
         self._timers: list[Timer] = []
+        self._services: list[Service] = []
+        self._clients: list[Client] = []
+        self._spin_owner: int | None = None  # thread running spin()/spin_until(), if any
         self._shutdown = threading.Event()
         self._closed = False
         self._signals: dict[int, Any] = {}
@@ -294,9 +306,18 @@ class Bus(ABC):
                 self._clock_subscription = self.create_subscription(
                     "/clock", "rosgraph_msgs/msg/Clock", self._on_clock, CLOCK
                 )
+            if parameter_services and not self.provides_parameter_services:
+                from .service import ParameterServices
+
+                self.parameter_services: ParameterServices | None = ParameterServices(self)
+            else:
+                self.parameter_services = None
         except BaseException:
             self._closed = True
-            self._close()
+            try:
+                self._destroy_service_endpoints()
+            finally:
+                self._close()
             raise
 
     # hooks for the bindings ----------------------------------------------------------------
@@ -328,6 +349,22 @@ class Bus(ABC):
     def _destroy_subscription(self, subscription: Subscription) -> None:
         if subscription in self._subscriptions:
             self._subscriptions.remove(subscription)
+
+    def _create_service(
+        self, name: str, srvtype: str, callback: ServiceCallback, qos: QoS
+    ) -> Service:
+        raise TransportError(f"the {self.kind} binding has no services")
+
+    def _create_client(self, name: str, srvtype: str, qos: QoS) -> Client:
+        raise TransportError(f"the {self.kind} binding has no services")
+
+    def _forget_service(self, service: Service) -> None:
+        if service in self._services:
+            self._services.remove(service)
+
+    def _forget_client(self, client: Client) -> None:
+        if client in self._clients:
+            self._clients.remove(client)
 
     @abstractmethod
     def _dispatch(self) -> int:
@@ -375,6 +412,32 @@ class Bus(ABC):
         self._subscriptions.append(subscription)
         return subscription
 
+    def create_service(
+        self,
+        name: str,
+        srvtype: str,
+        callback: ServiceCallback,
+        qos: QoS | str | None = None,
+    ) -> Service:
+        """Serve ``name`` (resolved like a topic) with the service type ``srvtype``
+        (``pkg/srv/Name``): ``callback(request)`` returns the response; it runs on the spinning
+        thread. QoS: rmw's service default (reliable, volatile, keep last 10) unless given."""
+        self._check_open()
+        resolved = self.resolve(name)
+        srvtype = self._check_srv_type(srvtype)
+        service = self._create_service(resolved, srvtype, callback, self._service_qos(qos))
+        self._services.append(service)
+        return service
+
+    def create_client(self, name: str, srvtype: str, qos: QoS | str | None = None) -> Client:
+        """A client of the service ``name`` (resolved like a topic) of type ``srvtype``."""
+        self._check_open()
+        resolved = self.resolve(name)
+        srvtype = self._check_srv_type(srvtype)
+        client = self._create_client(resolved, srvtype, self._service_qos(qos))
+        self._clients.append(client)
+        return client
+
     def create_timer(self, period_s: float, callback: Callable[[], None]) -> Timer:
         self._check_open()
         timer = Timer(self, period_s, callback)
@@ -398,6 +461,15 @@ class Bus(ABC):
     def subscriptions(self) -> list[Subscription]:
         return list(self._subscriptions)
 
+    @property
+    def services(self) -> list[Service]:
+        """The services this node serves (its parameter services included)."""
+        return list(self._services)
+
+    @property
+    def clients(self) -> list[Client]:
+        return list(self._clients)
+
     # spinning ------------------------------------------------------------------------------
 
     def ok(self) -> bool:
@@ -411,6 +483,7 @@ class Bus(ABC):
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         while True:
             done = self._dispatch()
+            done += self._poll_service_endpoints()
             done += self._fire_timers()
             if done or self._shutdown.is_set():
                 return done
@@ -425,18 +498,31 @@ class Bus(ABC):
     def spin(self) -> None:
         """Run callbacks until shutdown is requested (SIGINT/SIGTERM once
         :meth:`install_signal_handlers` ran, or :meth:`request_shutdown`)."""
-        while self.ok():
-            self.spin_once(_SPIN_SLICE)
+        with self._spinning():
+            while self.ok():
+                self.spin_once(_SPIN_SLICE)
 
     def spin_until(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Spin until ``predicate()`` is true (True) or ``timeout`` s pass / shutdown (False)."""
         deadline = time.monotonic() + timeout
-        while not predicate():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self.ok():
-                return predicate()
-            self.spin_once(min(remaining, _SPIN_SLICE))
+        with self._spinning():
+            while not predicate():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self.ok():
+                    return predicate()
+                self.spin_once(min(remaining, _SPIN_SLICE))
         return True
+
+    @contextlib.contextmanager
+    def _spinning(self) -> Iterator[None]:
+        """Mark this thread as the one spinning the bus (so a service client called from
+        another thread waits for it instead of spinning the bus itself)."""
+        outer = self._spin_owner
+        self._spin_owner = threading.get_ident()
+        try:
+            yield
+        finally:
+            self._spin_owner = outer
 
     def request_shutdown(self) -> None:
         """Make :meth:`spin` return soon; safe from signal handlers and other threads."""
@@ -453,11 +539,14 @@ class Bus(ABC):
             timer.cancel()
         self.clock.remove_listener(self._wake)
         try:
+            self._destroy_service_endpoints()
             self._close()
         finally:
             self._closed = True
             self._publishers.clear()
             self._subscriptions.clear()
+            self._services.clear()
+            self._clients.clear()
             self._timers.clear()
             self._restore_signal_handlers()
 
@@ -505,8 +594,43 @@ class Bus(ABC):
         msg_class(name, self.distro)  # unknown types fail here, with the type named
         return name
 
+    def _check_srv_type(self, srvtype: str) -> str:
+        """``pkg/srv/Name`` (``pkg/Name`` accepted), both halves known to the codec."""
+        try:
+            request, _response = srv_types(srvtype, self.distro)
+        except MessageError as exc:
+            raise TransportError(str(exc)) from None
+        return request.removesuffix("_Request")
+
+    def _srv_names(self, srvtype: str) -> tuple[str, str]:
+        """The request and response type names of ``srvtype``."""
+        return srv_types(srvtype)
+
+    def _service_qos(self, qos: QoS | str | None) -> QoS:
+        from .service import SERVICE_QOS
+
+        return SERVICE_QOS if qos is None else profile(qos)
+
     def _encode(self, msg: Any, typename: str) -> bytes:
         return cdr.serialize(msg, typename, self.distro)
+
+    def _decode(self, data: bytes | bytearray | memoryview, typename: str) -> Any:
+        return cdr.deserialize(data, typename, self.distro)
+
+    def _poll_service_endpoints(self) -> int:
+        """Serve ready requests and take ready replies (bindings whose endpoints poll)."""
+        done = 0
+        for endpoint in [*self._services, *self._clients]:
+            if not endpoint._destroyed:
+                done += endpoint._poll()
+        return done
+
+    def _destroy_service_endpoints(self) -> None:
+        for endpoint in [*self._services, *self._clients]:
+            try:
+                endpoint.destroy()
+            except Exception:  # shutting down: release the rest regardless
+                self.logger.exception("could not destroy %r", endpoint)
 
     def _on_clock(self, msg: Any) -> None:
         self.clock.set_sim_time(int(msg.clock.sec) * NS + int(msg.clock.nanosec))

@@ -402,3 +402,15 @@ class DdsBus(Bus):
         guard = getattr(self, "_guard", None)
         if guard is not None and not self._closed:
             guard.set(True)
+
+    # services (rmw_cyclonedds' wire layout, see _dds_service) ---------------------------------
+
+    def _create_service(self, name: str, srvtype: str, callback: Any, qos: QoS) -> Any:
+        from ._dds_service import DdsService
+
+        return DdsService(self, name, srvtype, callback, qos)
+
+    def _create_client(self, name: str, srvtype: str, qos: QoS) -> Any:
+        from ._dds_service import DdsClient
+
+        return DdsClient(self, name, srvtype, qos)

@@ -13,10 +13,18 @@ passed) see each other's topics. Delivery follows DDS semantics where it matters
 By default messages still go through CDR (serialised on publish, decoded per subscription) so
 tests exercise the same path as the network bindings; ``serialize=False`` passes the message
 objects themselves (all subscribers then share one object: do not mutate received messages).
+
+Services: a client's request is queued at the first server of that name and type in the graph
+and served when the server's bus spins (on that thread); the reply completes the client's future
+directly, so ``call`` needs nobody to spin the client's bus. A request goes through CDR like a
+message (unless the client's bus has ``serialize=False``), the reply too (unless the server's
+has). No server, or a server of another type, fails the call at once; a server callback that
+raises fails it with the callback's error.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -24,6 +32,7 @@ from typing import Any
 
 from .bus import Bus, Publisher, Subscription, TransportError
 from .qos import QoS, incompatibility
+from .service import Client, Service, ServiceCallback, ServiceError, resolve_future
 
 
 class _Sample:
@@ -59,6 +68,7 @@ class LocalGraph:
         self._lock = threading.RLock()
         self._publishers: dict[str, list[LocalPublisher]] = {}
         self._subscriptions: dict[str, list[LocalSubscription]] = {}
+        self._services: dict[str, list[LocalService]] = {}
         self._warned: set[tuple[int, int]] = set()
 
     def topics(self) -> dict[str, set[str]]:
@@ -69,6 +79,18 @@ class LocalGraph:
                 for topic, endpoints in table.items():
                     out.setdefault(topic, set()).update(e.typename for e in endpoints)
             return out
+
+    def services(self) -> dict[str, set[str]]:
+        """Service name -> the service types its servers use."""
+        with self._lock:
+            return {name: {s.srvtype for s in servers} for name, servers in self._services.items()}
+
+    def _server(self, name: str, srvtype: str) -> tuple[LocalService | None, set[str]]:
+        """The first live server of ``name`` with ``srvtype``, and the types of all of them."""
+        with self._lock:
+            servers = [s for s in self._services.get(name, []) if not s._bus._closed]
+            match = next((s for s in servers if s.srvtype == srvtype), None)
+            return match, {s.srvtype for s in servers}
 
     def _connects(self, pub: LocalPublisher, sub: LocalSubscription) -> bool:
         reason = None
@@ -121,6 +143,18 @@ class LocalGraph:
     def _count(self, table: dict[str, list[Any]], topic: str, match: Callable[[Any], bool]) -> int:
         with self._lock:
             return sum(1 for e in table.get(topic, []) if match(e))
+
+    def _add_service(self, service: LocalService) -> None:
+        with self._lock:
+            self._services.setdefault(service.name, []).append(service)
+
+    def _remove_service(self, service: LocalService) -> None:
+        with self._lock:
+            servers = self._services.get(service.name, [])
+            if service in servers:
+                servers.remove(service)
+            if not servers:
+                self._services.pop(service.name, None)
 
 
 _DEFAULT_GRAPH = LocalGraph()
@@ -204,6 +238,100 @@ class LocalSubscription(Subscription):
         )
 
 
+class _Request:
+    """One call waiting at a server: the client, the request (CDR or object), its future."""
+
+    __slots__ = ("client", "future", "payload")
+
+    def __init__(
+        self, client: LocalClient, payload: Any, future: concurrent.futures.Future
+    ) -> None:
+        self.client = client
+        self.payload = payload
+        self.future = future
+
+
+class LocalService(Service):
+    _bus: LocalBus
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self._requests: deque[_Request] = deque()
+
+    def _enqueue(self, request: _Request) -> None:
+        bus = self._bus
+        with bus._cond:
+            if self._destroyed or bus._closed:
+                resolve_future(request.future, error=TransportError(f"service {self.name} is gone"))
+                return
+            self._requests.append(request)
+        bus._wake()
+
+    def _poll(self) -> int:
+        # only what is queued now: requests sent by these callbacks wait for the next round
+        with self._bus._cond:
+            batch = [self._requests.popleft() for _ in range(len(self._requests))]
+        done = 0
+        for item in batch:
+            if item.future.done():  # the caller gave up (timeout, cancel)
+                continue
+            self._serve(item)
+            done += 1
+        return done
+
+    def _serve(self, item: _Request) -> None:
+        payload = item.payload
+        request = self._decode_request(payload) if isinstance(payload, bytes) else payload
+        if request is None:
+            resolve_future(item.future, error=TransportError(f"service {self.name}: bad request"))
+            return
+        try:
+            response = self._handle(request)
+            if not self._bus.serialize:
+                resolve_future(item.future, response)
+                return
+            data = self._bus._encode(response, self.response_type)
+        except ServiceError as exc:
+            resolve_future(item.future, error=exc)
+            return
+        except Exception as exc:  # a response that does not serialise: the callback's fault
+            self.failed += 1
+            self._bus.logger.error("service %s: cannot send the response: %s", self.name, exc)
+            resolve_future(item.future, error=ServiceError(f"service {self.name}: {exc}"))
+            return
+        item.client._complete(item.future, data)
+
+    def _release(self) -> None:
+        self._bus.graph._remove_service(self)
+        with self._bus._cond:
+            pending = list(self._requests)
+            self._requests.clear()
+        for item in pending:
+            resolve_future(item.future, error=TransportError(f"service {self.name} was destroyed"))
+
+
+class LocalClient(Client):
+    _bus: LocalBus
+
+    def service_is_ready(self) -> bool:
+        server, _types = self._bus.graph._server(self.name, self.srvtype)
+        return server is not None
+
+    def _send(
+        self, sequence: int, data: bytes, request: Any, future: concurrent.futures.Future
+    ) -> None:
+        server, types = self._bus.graph._server(self.name, self.srvtype)
+        if server is None:
+            found = f" (its servers use {', '.join(sorted(types))})" if types else ""
+            resolve_future(
+                future,
+                error=TransportError(f"no server of {self.name} [{self.srvtype}]{found}"),
+            )
+            return
+        payload = data if self._bus.serialize else request
+        server._enqueue(_Request(self, payload, future))
+
+
 class LocalBus(Bus):
     """In-process binding. Options: ``graph`` (a :class:`LocalGraph`; default: the process's),
     ``serialize`` (default True: CDR round trip on every delivery)."""
@@ -237,6 +365,16 @@ class LocalBus(Bus):
         sub = LocalSubscription(self, topic, typename, callback, qos, raw)
         self.graph._add_subscription(sub)
         return sub
+
+    def _create_service(
+        self, name: str, srvtype: str, callback: ServiceCallback, qos: QoS
+    ) -> Service:
+        service = LocalService(self, name, srvtype, *self._srv_names(srvtype), callback, qos)
+        self.graph._add_service(service)
+        return service
+
+    def _create_client(self, name: str, srvtype: str, qos: QoS) -> Client:
+        return LocalClient(self, name, srvtype, *self._srv_names(srvtype), qos)
 
     def _destroy_publisher(self, publisher: Publisher) -> None:
         self.graph._remove(self.graph._publishers, publisher)

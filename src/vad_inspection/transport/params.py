@@ -20,6 +20,12 @@ writes ``1`` for ``1.0``), nothing else is converted. Node-specific values that 
 asked for are reported by :meth:`Parameters.unused` / :meth:`Parameters.check_unused` (a typo in
 a parameter name should not pass silently); wildcard sections are shared between nodes, so their
 extra values are not.
+
+Run-time changes (:meth:`Parameters.set`, ``ros2 param set`` through the parameter services of
+every binding) pass the declared type check, the read-only flag and then every callback added
+with :meth:`Parameters.add_on_set_callback`: a callback raising :class:`ParameterError` rejects
+the change, the old value stays and the error (the callback's text) says why. Values given at
+declaration are not run-time changes and do not call them.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
@@ -38,6 +44,9 @@ import yaml
 from ..errors import SetupError
 
 PARAMS_KEY = "ros__parameters"
+
+OnSetCallback = Callable[[str, Any], None]
+"""``callback(name, value)``, called before a run-time change is accepted; raise to refuse."""
 
 
 class ParameterError(SetupError, ValueError):
@@ -359,6 +368,7 @@ class Parameters:
             self._given[name] = _Given(value, "overrides", True)
         self._values: dict[str, Any] = {}
         self._descriptors: dict[str, Descriptor] = {}
+        self._on_set: list[OnSetCallback] = []
 
     # declaration ---------------------------------------------------------------------------
 
@@ -420,17 +430,58 @@ class Parameters:
         return name in self._values
 
     def set(self, name: str, value: Any) -> None:
-        """Change a declared parameter at run time (type-checked; read-only ones refuse)."""
+        """Change a declared parameter at run time: type-checked (an int is accepted for a
+        double), read-only ones refuse, then the on-set callbacks may refuse; on any refusal
+        :class:`ParameterError` says why and the old value stays."""
+        value = self._check_set(name, value)
+        self._run_on_set(name, value)
+        self._values[name] = value
+
+    def set_many(self, values: Mapping[str, Any]) -> None:
+        """Change several parameters at once: all are accepted, or none is changed."""
+        checked = {name: self._check_set(name, value) for name, value in values.items()}
+        for name, value in checked.items():
+            self._run_on_set(name, value)
+        self._values.update(checked)
+
+    def add_on_set_callback(self, callback: OnSetCallback) -> None:
+        """Call ``callback(name, value)`` before a run-time change is accepted (``value`` already
+        has the declared type). Raising :class:`ParameterError` refuses the change with that
+        message; any other exception refuses it too, named as a failure of the callback."""
+        self._on_set.append(callback)
+
+    def remove_on_set_callback(self, callback: OnSetCallback) -> None:
+        self._on_set.remove(callback)
+
+    def _check_set(self, name: str, value: Any) -> Any:
+        """``value`` converted to ``name``'s declared type, or :class:`ParameterError`."""
         descriptor = self.describe(name)
         if descriptor.read_only:
             raise ParameterError(f"parameter {name!r} is read-only")
-        self._values[name] = check_value(name, value, descriptor.type, "set")
+        return check_value(name, value, descriptor.type, "set")
+
+    def _run_on_set(self, name: str, value: Any) -> None:
+        for callback in list(self._on_set):
+            try:
+                callback(name, value)
+            except ParameterError:
+                raise
+            except Exception as exc:  # a buggy callback refuses, it does not crash the caller
+                which = getattr(callback, "__qualname__", repr(callback))
+                raise ParameterError(
+                    f"parameter {name!r}: on-set callback {which} failed: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
 
     def describe(self, name: str) -> Descriptor:
         try:
             return self._descriptors[name]
         except KeyError:
             raise ParameterError(self._undeclared(name)) from None
+
+    def descriptors(self) -> dict[str, Descriptor]:
+        """Every declaration, by name (in declaration order)."""
+        return dict(self._descriptors)
 
     def as_dict(self) -> dict[str, Any]:
         return dict(self._values)

@@ -9,25 +9,39 @@ param`` sees them), timers and the clock are the node's (rclpy follows ``/clock`
 
 Values from ``params_file``/``parameters`` of :func:`~.bus.create_bus` are the node's defaults;
 ``--ros-args -p``/``--params-file`` given to the process (``args``) still override them, as in any
-ROS 2 node. rclpy and the message packages (``sensor_msgs``, ``vision_msgs``...) must come from
-the ROS 2 installation; this module is imported only when the ``ros`` binding is chosen.
+ROS 2 node. Every value reaches rclpy already converted to the declared type (an integer given
+for a double becomes a float), since rclpy refuses an override whose type differs from the
+declared one. Run-time changes (``ros2 param set``) pass the node's on-set callbacks through
+rclpy's ``add_on_set_parameters_callback``; on Jazzy an integer for a double is converted first
+(``add_pre_set_parameters_callback``), on Humble rclpy refuses it before any callback runs.
+
+Services are rclpy's (``create_service``/``create_client`` with the service classes of the ROS 2
+installation); requests and responses cross between rclpy's objects and the codec's as CDR
+(``rclpy.serialization``). rclpy's own parameter services answer ``ros2 param``.
+
+rclpy and the message packages (``sensor_msgs``, ``vision_msgs``...) must come from the ROS 2
+installation; this module is imported only when the ``ros`` binding is chosen.
 """
 
 from __future__ import annotations
 
 import array
+import concurrent.futures
 import logging
 import os
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 try:
     import rclpy
-    from rcl_interfaces.msg import ParameterDescriptor
+    from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-    from rosidl_runtime_py.utilities import get_message
+    from rclpy.serialization import deserialize_message, serialize_message
+    from rosidl_runtime_py.utilities import get_message, get_service
 except ImportError as exc:  # pragma: no cover - depends on the host
     raise ImportError(
         "the 'ros' transport needs rclpy from a ROS 2 installation (source "
@@ -36,10 +50,11 @@ except ImportError as exc:  # pragma: no cover - depends on the host
     ) from exc
 
 from ..msgs.types import DISTROS
-from .bus import Bus, Publisher, Subscription, Timer
+from .bus import Bus, Publisher, Subscription, Timer, TransportError
 from .clock import Clock
 from .params import Descriptor, ParameterError, Parameters, ParamType, check_value
 from .qos import QoS
+from .service import Client, Service, ServiceCallback, ServiceError, resolve_future
 
 _LEVELS = {
     logging.DEBUG: "debug",
@@ -48,6 +63,11 @@ _LEVELS = {
     logging.ERROR: "error",
     logging.CRITICAL: "fatal",
 }
+# rclpy's Node keeps the values given by --ros-args -p / --params-file (and by its
+# parameter_overrides argument) in this dict, with no public getter: node.py, humble L167/L203,
+# jazzy L179/L215 (``self._parameter_overrides = self.__node.get_parameters(Parameter)``)
+_OVERRIDES = "_parameter_overrides"
+_SPIN_SLICE_S = 0.05  # a client's call() spinning the node itself looks at its future this often
 
 
 def ros_qos(qos: QoS) -> QoSProfile:
@@ -69,6 +89,15 @@ def _message_type(typename: str) -> Any:
         ) from exc
 
 
+def _service_type(srvtype: str) -> Any:
+    try:
+        return get_service(srvtype)
+    except (AttributeError, ModuleNotFoundError, ValueError) as exc:
+        raise ImportError(
+            f"{srvtype}: service package not found in the ROS 2 installation ({exc})"
+        ) from exc
+
+
 def _plain(value: Any) -> Any:
     """rclpy values -> the plain Python values our parameters hold."""
     if isinstance(value, array.array):
@@ -78,37 +107,111 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _to_ros(value: Any, ptype: ParamType) -> Any:
+    """A value of ``ptype`` -> what rclpy's ``Parameter`` holds (BYTE_ARRAY: a list of 1-byte
+    ``bytes``, which ``Parameter.Type.BYTE_ARRAY.check`` requires; ``bytes`` is refused)."""
+    if ptype is ParamType.BYTE_ARRAY:
+        return [bytes((b,)) for b in value]
+    return value
+
+
+def _ros_parameter(name: str, ptype: ParamType, value: Any) -> Any:
+    """An rclpy ``Parameter`` with its type given: rclpy's guess from the value would make an
+    empty list a BYTE_ARRAY and refuse ``bytes``."""
+    return Parameter(name, Parameter.Type(int(ptype)), _to_ros(value, ptype))
+
+
 class RosParameters(Parameters):
-    """Parameters declared on the rclpy node (type, description, read-only in the descriptor)."""
+    """Parameters declared on the rclpy node (type, description, read-only in the descriptor,
+    ``dynamic_typing`` off), the node's on-set callbacks wired to rclpy's."""
 
     def __init__(self, node: Any, *args: Any) -> None:
         super().__init__(*args)
         self._node = node
+        self._declaring = False
+        node.add_on_set_parameters_callback(self._on_ros_set)
+        if hasattr(node, "add_pre_set_parameters_callback"):  # Jazzy (node.py L1052), not Humble
+            node.add_pre_set_parameters_callback(self._pre_ros_set)
+
+    def _override(self, descriptor: Descriptor) -> tuple[bool, Any]:
+        """(True, value converted to the declared type) when the process's ``--ros-args`` gave
+        this parameter a value, else (False, None)."""
+        given = getattr(self._node, _OVERRIDES, {}).get(descriptor.name)
+        if given is None:
+            return False, None
+        value = _plain(given.value)
+        return True, check_value(descriptor.name, value, descriptor.type, "--ros-args")
 
     def _store(self, descriptor: Descriptor, value: Any) -> None:
-        node, name = self._node, descriptor.name
-        if node.has_parameter(name):  # declared by rclpy itself (use_sim_time)
-            if name in self._given:
-                node.set_parameters([Parameter(name, value=value)])
-        else:
-            ros_descriptor = ParameterDescriptor(
-                name=name,
-                type=int(descriptor.type),
-                description=descriptor.description,
-                read_only=descriptor.read_only,
-            )
-            if (isinstance(value, list) and not value) or descriptor.type is ParamType.BYTE_ARRAY:
-                # rclpy infers a type from the value: declare the type explicitly instead
-                ptype = Parameter.Type(int(descriptor.type))
-                node.declare_parameter(name, ptype, ros_descriptor)
-                if node.get_parameter_or(name).type_ == Parameter.Type.NOT_SET:
-                    if descriptor.type is ParamType.BYTE_ARRAY:
-                        value = [bytes((b,)) for b in value]
-                    node.set_parameters([Parameter(name, ptype, value)])
+        node, name, ptype = self._node, descriptor.name, descriptor.type
+        self._declaring = True  # declarations are not run-time changes: no on-set callbacks
+        try:
+            has_override, override = self._override(descriptor)
+            if node.has_parameter(name):  # declared by rclpy itself (use_sim_time)
+                if name in self._given and not has_override:
+                    node.set_parameters([_ros_parameter(name, ptype, value)])
             else:
-                node.declare_parameter(name, value, ros_descriptor)
-        value = check_value(name, _plain(node.get_parameter(name).value), descriptor.type, "ros")
+                if has_override:
+                    value = override  # converted: rclpy's own override may be an int for a double
+                ros_descriptor = ParameterDescriptor(
+                    name=name,
+                    type=int(ptype),
+                    description=descriptor.description,
+                    read_only=descriptor.read_only,
+                )
+                # ignore_override: rclpy would put its unconverted override back in
+                # (declare_parameters, humble node.py L474, jazzy L514)
+                if ptype >= ParamType.BYTE_ARRAY and len(value) == 0:
+                    # an empty array: rclpy would guess BYTE_ARRAY from []; declare the type,
+                    # then set the value (read-only is applied once the value is in: rclpy
+                    # keeps this descriptor object and checks read_only on set_parameters)
+                    ros_descriptor.read_only = False
+                    node.declare_parameter(
+                        name, Parameter.Type(int(ptype)), ros_descriptor, ignore_override=True
+                    )
+                    node.set_parameters([_ros_parameter(name, ptype, value)])
+                    ros_descriptor.read_only = descriptor.read_only
+                else:
+                    node.declare_parameter(
+                        name, _to_ros(value, ptype), ros_descriptor, ignore_override=True
+                    )
+        finally:
+            self._declaring = False
+        value = check_value(name, _plain(node.get_parameter(name).value), ptype, "ros")
         super()._store(descriptor, value)
+
+    def _pre_ros_set(self, parameters: list[Any]) -> list[Any]:
+        """Jazzy's pre-set hook: an integer for a double parameter becomes a float (as every
+        other binding accepts it) before rclpy checks the type."""
+        out = []
+        for p in parameters:
+            d = self._descriptors.get(p.name)
+            if d is not None and d.type is ParamType.DOUBLE and p.type_ == Parameter.Type.INTEGER:
+                p = Parameter(p.name, Parameter.Type.DOUBLE, float(p.value))
+            elif (
+                d is not None
+                and d.type is ParamType.DOUBLE_ARRAY
+                and p.type_ == Parameter.Type.INTEGER_ARRAY
+            ):
+                p = Parameter(p.name, Parameter.Type.DOUBLE_ARRAY, [float(v) for v in p.value])
+            out.append(p)
+        return out
+
+    def _on_ros_set(self, parameters: list[Any]) -> Any:
+        """rclpy's on-set hook: the node's on-set callbacks decide (rclpy has checked the type
+        and the read-only flag already)."""
+        if self._declaring:
+            return SetParametersResult(successful=True)
+        for p in parameters:
+            descriptor = self._descriptors.get(p.name)
+            if descriptor is None:
+                continue  # not declared through us
+            try:
+                value = check_value(p.name, _plain(p.value), descriptor.type, "ros2 param set")
+                self._run_on_set(p.name, value)
+            except ParameterError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        return SetParametersResult(successful=True)
 
     def get(self, name: str) -> Any:
         """The node's current value (``ros2 param set`` changes it)."""
@@ -118,11 +221,34 @@ class RosParameters(Parameters):
 
     __getitem__ = get
 
+    def as_dict(self) -> dict[str, Any]:
+        return {name: self.get(name) for name in self._descriptors}
+
     def set(self, name: str, value: Any) -> None:
-        super().set(name, value)
-        result = self._node.set_parameters([Parameter(name, value=self._values[name])])[0]
+        """Set on the node (its on-set callbacks run inside rclpy's set_parameters)."""
+        value = self._check_set(name, value)
+        ptype = self._descriptors[name].type
+        result = self._node.set_parameters([_ros_parameter(name, ptype, value)])[0]
+        self._raise_unless(result, f"parameter {name!r}: rclpy refused {value!r}")
+        self._values[name] = value
+
+    def set_many(self, values: Mapping[str, Any]) -> None:
+        checked = {name: self._check_set(name, value) for name, value in values.items()}
+        params = [
+            _ros_parameter(name, self._descriptors[name].type, value)
+            for name, value in checked.items()
+        ]
+        result = self._node.set_parameters_atomically(params)
+        self._raise_unless(result, f"parameters {sorted(checked)}: rclpy refused them")
+        self._values.update(checked)
+
+    @staticmethod
+    def _raise_unless(result: Any, context: str) -> None:
         if not result.successful:
-            raise ParameterError(f"parameter {name!r}: rclpy refused {value!r}: {result.reason}")
+            reason = result.reason or "no reason given"
+            # our own callbacks' refusals come back as the reason: pass them on as they are
+            ours = reason.startswith("parameter")
+            raise ParameterError(reason if ours else f"{context}: {reason}")
 
 
 class RosClock(Clock):
@@ -198,6 +324,111 @@ class RosSubscription(Subscription):
         return self._bus.node.count_publishers(self.topic)
 
 
+class RosService(Service):
+    """An rclpy service; the request and response cross as CDR between rclpy and the codec."""
+
+    _bus: RosBus
+
+    def __init__(
+        self, bus: RosBus, name: str, srvtype: str, callback: ServiceCallback, qos: QoS
+    ) -> None:
+        super().__init__(bus, name, srvtype, *bus._srv_names(srvtype), callback, qos)
+        self._srv_class = _service_type(srvtype)
+        # rclpy: Node.create_service(srv_type, srv_name, callback, *, qos_profile, ...)
+        # (node.py humble L1436, jazzy L1694); callback(request, response) -> response
+        self.handle = bus.node.create_service(
+            self._srv_class, name, self._on_request, qos_profile=ros_qos(qos)
+        )
+
+    def _on_request(self, request: Any, response: Any) -> Any:
+        """rclpy sends whatever this returns (executors.py ``_execute_service``), so a failure
+        answers with rclpy's default-constructed ``response`` instead of raising in the
+        executor, which would end the spin."""
+        msg = self._decode_request(serialize_message(request))
+        if msg is None:
+            return response
+        try:
+            result = self._handle(msg)
+            data = self._bus._encode(result, self.response_type)
+            return deserialize_message(data, self._srv_class.Response)
+        except ServiceError:
+            pass  # logged by _handle
+        except Exception as exc:
+            self.failed += 1
+            self._bus.logger.error("service %s: cannot send the response: %s", self.name, exc)
+        self._bus.logger.warning("service %s: replying with a default response", self.name)
+        return response
+
+    def _release(self) -> None:
+        self._bus.node.destroy_service(self.handle)
+
+
+class RosClient(Client):
+    """An rclpy client. ``call`` spins the node itself when no other thread spins the bus."""
+
+    _bus: RosBus
+
+    def __init__(self, bus: RosBus, name: str, srvtype: str, qos: QoS) -> None:
+        super().__init__(bus, name, srvtype, *bus._srv_names(srvtype), qos)
+        self._srv_class = _service_type(srvtype)
+        # rclpy: Node.create_client(srv_type, srv_name, *, qos_profile, ...) (humble L1394,
+        # jazzy L1652)
+        self.handle = bus.node.create_client(self._srv_class, name, qos_profile=ros_qos(qos))
+
+    def service_is_ready(self) -> bool:
+        return not self._destroyed and not self._bus._closed and self.handle.service_is_ready()
+
+    def wait_for_service(self, timeout: float | None = 5.0) -> bool:
+        # rclpy: Client.wait_for_service(timeout_sec=None) (client.py humble L162, jazzy L172)
+        return bool(self.handle.wait_for_service(timeout_sec=timeout))
+
+    def _send(
+        self, sequence: int, data: bytes, request: Any, future: concurrent.futures.Future
+    ) -> None:
+        ros_future = self.handle.call_async(deserialize_message(data, self._srv_class.Request))
+
+        def done(f: Any) -> None:  # an executor task: on the thread spinning the node
+            if f.cancelled():
+                resolve_future(future, error=TransportError(f"service {self.name}: cancelled"))
+            elif f.exception() is not None:
+                error = TransportError(f"service {self.name}: {f.exception()}")
+                resolve_future(future, error=error)
+            else:
+                self._complete(future, serialize_message(f.result()))
+
+        def abandoned(f: concurrent.futures.Future) -> None:
+            if f.cancelled():  # call() timed out: rclpy forgets the request too
+                self.handle.remove_pending_request(ros_future)
+
+        ros_future.add_done_callback(done)
+        future.add_done_callback(abandoned)
+
+    def _wait(self, future: concurrent.futures.Future, timeout: float) -> Any:
+        bus = self._bus
+        deadline = time.monotonic() + timeout
+        while not future.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise concurrent.futures.TimeoutError
+            owner = bus._spin_owner
+            if owner == threading.get_ident():
+                raise TransportError(
+                    f"service {self.name}: call() from a callback of the bus spinning it cannot "
+                    "get its reply before the callback returns; use call_async"
+                )
+            if owner is None and bus._spin_lock.acquire(blocking=False):
+                try:  # nobody spins the node: do it here (replies come through the executor)
+                    bus._executor.spin_once(timeout_sec=min(remaining, _SPIN_SLICE_S))
+                finally:
+                    bus._spin_lock.release()
+            else:
+                concurrent.futures.wait([future], min(remaining, _SPIN_SLICE_S))
+        return future.result(0)
+
+    def _release(self) -> None:
+        self._bus.node.destroy_client(self.handle)
+
+
 class _ToRclpy(logging.Handler):
     """Forward the bus logger's records to the node's rclpy logger (console and /rosout)."""
 
@@ -216,6 +447,7 @@ class RosBus(Bus):
 
     kind = "ros"
     handles_sim_time = True
+    provides_parameter_services = True  # rclpy's ParameterService (start_parameter_services)
     _live = 0
     _inited_context = False
 
@@ -231,6 +463,7 @@ class RosBus(Bus):
             options["distro"] = os.environ["ROS_DISTRO"]
         self._args = args
         self._context = context
+        self._spin_lock = threading.RLock()  # one executor step at a time (rclpy is not reentrant)
         super().__init__(node_name, **options)
 
     def _open(self) -> None:
@@ -271,6 +504,14 @@ class RosBus(Bus):
     ) -> Subscription:
         return RosSubscription(self, topic, typename, callback, qos, raw)
 
+    def _create_service(
+        self, name: str, srvtype: str, callback: ServiceCallback, qos: QoS
+    ) -> Service:
+        return RosService(self, name, srvtype, callback, qos)
+
+    def _create_client(self, name: str, srvtype: str, qos: QoS) -> Client:
+        return RosClient(self, name, srvtype, qos)
+
     def _destroy_publisher(self, publisher: Publisher) -> None:
         self.node.destroy_publisher(publisher.handle)  # type: ignore[attr-defined]
         super()._destroy_publisher(publisher)
@@ -288,7 +529,8 @@ class RosBus(Bus):
     def spin_once(self, timeout: float | None = None) -> int:
         """One executor step (rclpy runs one ready callback per call); returns 0."""
         self._check_open()
-        self._executor.spin_once(timeout_sec=timeout)
+        with self._spin_lock:
+            self._executor.spin_once(timeout_sec=timeout)
         return 0
 
     def _dispatch(self) -> int:  # pragma: no cover - spin_once is rclpy's
