@@ -11,8 +11,15 @@ looks the same from every viewpoint (what tags must recognise).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from vad_inspection.geometry import CameraModel
+from vad_inspection.msgs.defaults import new_message
+from vad_inspection.msgs.geometry import matrix_to_transform, model_to_camera_info
+from vad_inspection.msgs.image import Frame, frame_to_msg
+from vad_inspection.msgs.time import header
 
 WIDTH = HEIGHT = 128
 FX = FY = 200.0
@@ -83,3 +90,34 @@ def clean_views(count: int, seed: int = 0) -> list[np.ndarray]:
     rng = np.random.default_rng(seed)
     return [render(float(rng.uniform(1.5, 3.0)), float(rng.uniform(-1, 1)), ())[0]
             for _ in range(count)]  # fmt: skip
+
+
+def fit_floor_model(path: Any, size: int = 64) -> Any:
+    """PatchCore fitted on clean views of the floor (32 fit, 8 calibrate), saved at ``path``."""
+    from vad_inspection.vad.calibration import from_normal_scores
+    from vad_inspection.vad.registry import CommonOptions, create_model, save_model
+
+    views = clean_views(40)
+    model = create_model("patchcore", CommonOptions(size=size), coreset_ratio=0.1)
+    model.fit(views[:32])
+    calibration = from_normal_scores(model.predict(views[32:]).scores)
+    return save_model(model, path, calibration)
+
+
+# -- the messages a camera driver and tf would publish for a view ----------------------------
+
+
+def image_msg(image: np.ndarray, stamp_ns: int, encoding: str = "rgb8") -> Any:
+    return frame_to_msg(Frame(np.ascontiguousarray(image), encoding, stamp_ns, "camera_optical"))
+
+
+def camera_info(stamp_ns: int = 0) -> Any:
+    model = CameraModel(WIDTH, HEIGHT, k_matrix(), np.zeros(5), "plumb_bob",
+                        "camera_optical")  # fmt: skip
+    return model_to_camera_info(model, stamp_ns)
+
+
+def tf_message(parent: str, child: str, matrix: np.ndarray, stamp_ns: int) -> Any:
+    stamped = new_message("geometry_msgs/msg/TransformStamped", header=header(stamp_ns, parent),
+                          child_frame_id=child, transform=matrix_to_transform(matrix))  # fmt: skip
+    return new_message("tf2_msgs/msg/TFMessage", transforms=[stamped])

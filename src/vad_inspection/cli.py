@@ -101,6 +101,10 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
     _add_model_options(parser)
 
 
+#: node name -> module whose ``main(argv)`` runs it (imported only when asked for)
+NODES = {"detector": "vad_inspection.nodes.detector"}
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vad-inspection", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -154,6 +158,16 @@ def _build_parser() -> argparse.ArgumentParser:
     exp = sub.add_parser("export", help="export a backbone to ONNX (needs torch) for offline use")
     exp.add_argument("-o", "--out", type=Path, required=True, help="ONNX file to write")
     _add_model_options(exp)
+
+    run = sub.add_parser(
+        "run",
+        help="run a node without ROS 2 (over dds by default), as `ros2 run vad_inspection` would",
+        description="Node options: --transport ros|dds|local, --params-file F, -p NAME:=VALUE, "
+        "-r FROM:=TO, --name, --namespace, --loopback; `--ros-args ...` is read too. "
+        "See `vad-inspection run detector -h`.",
+    )
+    run.add_argument("node", choices=sorted(NODES), help="which node")
+    run.add_argument("node_args", nargs=argparse.REMAINDER, help="the node's own options")
 
     demo = sub.add_parser("demo", help="the main job: evaluate on the real datasets beside us")
     demo.add_argument("--data-root", type=Path, default=Path("../shared/data"))
@@ -288,8 +302,16 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_node(args: argparse.Namespace) -> int:
+    import importlib
+
+    return importlib.import_module(NODES[args.node]).main(args.node_args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    if args.command == "run":
+        return _run_node(args)
     try:
         if args.command == "fit":
             return _fit(args)
