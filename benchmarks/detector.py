@@ -138,6 +138,12 @@ def main() -> None:
     parser.add_argument("--fit-frames", type=int, default=200)
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the 30 Hz phase")
     parser.add_argument("--rate", type=float, default=30.0)
+    parser.add_argument(
+        "--sweep",
+        default="30,35,40,45,50",
+        help="input rates (Hz) tried for the highest with under 5 %% missed",
+    )
+    parser.add_argument("--sweep-seconds", type=float, default=8.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/detector")
     args = parser.parse_args()
@@ -222,6 +228,18 @@ def main() -> None:
             del results["flood"]["sent_end"]
             results["flood"]["cpu_cores"] = (cpu.seconds() - c0) / (time.monotonic() - w0)
             print(f"flood: {results['flood']}", flush=True)
+
+            # 4. the highest input rate with under 5 % missed
+            results["sweep"] = {}
+            for rate in (float(r) for r in args.sweep.split(",") if r):
+                scores.clear()
+                frames = flood_frames[: int(rate * args.sweep_seconds)]
+                figures = stream(bus, pub, frames, rate, scores)
+                del figures["sent_end"]
+                results["sweep"][f"{rate:g}"] = figures
+                print(f"{rate:g} Hz: {figures['missed_pct']:.1f} % missed", flush=True)
+            ok = [float(k) for k, v in results["sweep"].items() if v["missed_pct"] < 5.0]
+            results["highest_rate_under_5pct_missed_hz"] = max(ok) if ok else None
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -276,6 +294,17 @@ def report(r: dict[str, Any]) -> str:
             f"| {ms(x['latency_ms_p50'])} / {ms(x['latency_ms_p90'])} / {ms(x['latency_ms_max'])} "
             f"| {x['jitter_ms_std']:.1f} | {x['cpu_cores']:.2f} |"
         )
+    sweep = r.get("sweep", {})
+    if sweep:
+        lines += [
+            "",
+            "Input rate sweep ("
+            + ", ".join(
+                f"{k} Hz: {v['missed_pct']:.1f} % missed, p50 {ms(v['latency_ms_p50'])} ms"
+                for k, v in sweep.items()
+            )
+            + f"): highest rate with under 5 % missed {r['highest_rate_under_5pct_missed_hz']} Hz.",
+        ]
     lines += [
         "",
         f"Bare per-frame call of the same model in one process (decode excluded): "

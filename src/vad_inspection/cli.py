@@ -131,7 +131,19 @@ def _build_parser() -> argparse.ArgumentParser:
 
     fit = sub.add_parser("fit", help="learn normal from a dataset's normal images; write a model")
     fit.add_argument("--method", choices=sorted(set(MODELS) - set(TRAINING_FREE)), required=True)
-    fit.add_argument("--data", required=True, metavar="SPEC", help="dataset spec kind:path[?...]")
+    source = fit.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="SPEC", help="dataset spec kind:path[?...]")
+    source.add_argument(
+        "--from-topic",
+        metavar="TOPIC",
+        help="learn from the next --frames frames of a live camera topic (sensor_msgs/Image)",
+    )
+    fit.add_argument("--frames", type=int, default=200, help="--from-topic: how many")
+    fit.add_argument("--compressed", action="store_true",
+                     help="--from-topic: the topic is sensor_msgs/CompressedImage")  # fmt: skip
+    fit.add_argument("--transport", choices=("dds", "ros"), default="dds",
+                     help="with --from-topic: middleware (dds needs no ROS 2)")  # fmt: skip
+    fit.add_argument("--timeout", type=float, default=120.0, help="with --from-topic: seconds")
     fit.add_argument("-o", "--out", type=Path, required=True, help="model file to write (.vad)")
     fit.add_argument("--size", type=int, default=256, help="input size (square)")
     fit.add_argument("--coreset-ratio", type=float, default=None, help="PatchCore memory bank")
@@ -215,16 +227,23 @@ def _fit(args: argparse.Namespace) -> int:
     options = parse_options(args.method, args.option or ())
     if args.coreset_ratio is not None:
         options["coreset_ratio"] = args.coreset_ratio
-    model, report = pipeline.fit(
-        args.method,
-        open_dataset(args.data),
-        _common(args, args.size),
-        val_fraction=args.val_fraction,
-        threshold_k=args.threshold_k,
-        threshold_quantile=args.threshold_quantile,
-        max_train=args.max_train,
-        **options,
-    )
+    if args.from_topic:
+        train, held_out = pipeline.hold_out(_frames_from_topic(args))
+        model, report = pipeline.fit_images(
+            args.method, train, held_out, _common(args, args.size),
+            threshold_k=args.threshold_k, threshold_quantile=args.threshold_quantile, **options,
+        )  # fmt: skip
+    else:
+        model, report = pipeline.fit(
+            args.method,
+            open_dataset(args.data),
+            _common(args, args.size),
+            val_fraction=args.val_fraction,
+            threshold_k=args.threshold_k,
+            threshold_quantile=args.threshold_quantile,
+            max_train=args.max_train,
+            **options,
+        )
     path = save_model(model, args.out, report.calibration)
     print(
         f"fitted {report.method} on {report.train_images} images in {report.fit_seconds:.1f} s; "
@@ -236,6 +255,23 @@ def _fit(args: argparse.Namespace) -> int:
     else:
         print(f"no calibration (fewer than 2 held-out images); wrote {path}")
     return 0
+
+
+def _frames_from_topic(args: argparse.Namespace) -> list:
+    from vad_inspection.nodes.collect import collect_frames
+    from vad_inspection.progress import progress_bar
+    from vad_inspection.transport import create_bus
+
+    with create_bus(args.transport, "vad_inspection_fit") as bus:
+        print(f"waiting for {args.frames} frames on {bus.resolve(args.from_topic)} ...")
+        with progress_bar(total=args.frames, desc="frames", unit="frame") as bar:
+            got = collect_frames(bus, args.from_topic, args.frames, compressed=args.compressed,
+                                 timeout_s=args.timeout, progress=bar)  # fmt: skip
+    refused = sum(got.refused.values())
+    shape = "x".join(str(v) for v in got.frames[0].shape)
+    print(f"took {len(got.frames)} frames ({got.encoding} {shape}); refused {refused}"
+          + "".join(f"\n  {n}x {cause}" for cause, n in got.refused.items()))  # fmt: skip
+    return got.frames
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -81,6 +81,19 @@ def fit(
     )  # fmt: skip
 
 
+def hold_out(
+    images: Sequence[np.ndarray], seed: int = 0
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Frames of one stream split into fit and calibration sets: a fifth (at least 4) held out,
+    drawn across the stream so the calibration sees the whole pass, not its end."""
+    held = max(4, len(images) // 5)
+    if len(images) < held + 2:
+        raise ValueError(f"{len(images)} frames are too few: need at least {held + 2}")
+    order = np.random.default_rng(seed).permutation(len(images))
+    train = [images[i] for i in sorted(order[held:])]
+    return train, [images[i] for i in sorted(order[:held])]
+
+
 def fit_images(
     method: str,
     images: Sequence[np.ndarray],

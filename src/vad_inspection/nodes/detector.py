@@ -491,16 +491,13 @@ class DetectorNode(LifecycleNode):
             threading.Thread(target=self._fit_and_swap, args=(images,), daemon=True).start()
 
     def _fit_and_swap(self, images: list[np.ndarray]) -> None:
-        from ..pipeline import fit_images
+        from ..pipeline import fit_images, hold_out
         from ..vad.registry import CommonOptions, save_model
 
         p = self.params
         try:
             start = time.perf_counter()
-            held = max(4, len(images) // 5)  # the calibration's sample: 2 would be too few
-            order = np.random.default_rng(0).permutation(len(images))
-            train = [images[i] for i in sorted(order[held:])]
-            val = [images[i] for i in sorted(order[:held])]
+            train, val = hold_out(images)
             common = CommonOptions(size=p.fit_size)
             model, report = fit_images(p.fit_method, train, val, common)
             path = Path(p.fit_output) if p.fit_output else _default_model_path(self.bus.name)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import keyword
+import threading
 from typing import Any
 
 PINNED_VERSION = "11.0.1"
@@ -70,7 +71,7 @@ from cyclonedds.idl import IdlStruct, make_idl_struct  # noqa: E402
 from cyclonedds.idl import types as idl  # noqa: E402
 from cyclonedds.pub import DataWriter  # noqa: E402
 from cyclonedds.sub import DataReader  # noqa: E402
-from cyclonedds.topic import Topic  # noqa: E402
+from cyclonedds.topic import Topic as _CycloneTopic  # noqa: E402
 from cyclonedds.util import duration  # noqa: E402
 
 from ..msgs.types import typestore as _typestore  # noqa: E402
@@ -111,6 +112,19 @@ _BASE: dict[str, Any] = {
 }
 
 _classes: dict[tuple[int, str], type[IdlStruct]] = {}
+#: Cyclone's Python binding builds a type's descriptor (and its key and size analysis) lazily,
+#: on the first Topic of that type, and is not safe when two threads of a process do it at once
+#: (two buses opening together failed with "Non specific error ... upon initialisation of a
+#: cyclonedds.topic.Topic"): types are built and topics created under this one lock.
+_TYPES_LOCK = threading.RLock()
+
+
+class Topic(_CycloneTopic):
+    """Cyclone's Topic, created under :data:`_TYPES_LOCK`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        with _TYPES_LOCK:
+            super().__init__(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -122,10 +136,11 @@ def idl_class(typename: str, distro: str = "jazzy", store: Any = None) -> type[I
     types included, generated from the rosbags definition in ``store`` (default: the distro's)."""
     store = store if store is not None else _typestore(distro)
     key = (id(store), typename)
-    cls = _classes.get(key)
-    if cls is None:
-        cls = _classes[key] = _build(typename, store)
-    return cls
+    with _TYPES_LOCK:
+        cls = _classes.get(key)
+        if cls is None:
+            cls = _classes[key] = _build(typename, store)
+        return cls
 
 
 def _build(typename: str, store: Any) -> type[IdlStruct]:
