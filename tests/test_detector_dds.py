@@ -11,7 +11,6 @@ exit on SIGINT.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -32,17 +31,6 @@ pytest.importorskip("vad_inspection.transport._cyclone", exc_type=ImportError)
 NS = 1_000_000_000
 WAIT = 30.0
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def domain(monkeypatch: pytest.MonkeyPatch) -> int:
-    """A fresh domain on the loopback configuration, for this process and its child."""
-    from vad_inspection.transport.dds import loopback_config_path
-
-    value = random.randint(1, 230)
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(value))
-    monkeypatch.setenv("CYCLONEDDS_URI", loopback_config_path().as_uri())
-    return value
 
 
 def _until(condition: Any, bus: Any, timeout: float = WAIT) -> bool:

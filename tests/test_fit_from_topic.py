@@ -3,7 +3,6 @@ fit --from-topic` over DDS against a camera publishing in this process."""
 
 from __future__ import annotations
 
-import random
 import threading
 from pathlib import Path
 
@@ -37,11 +36,11 @@ def test_collector_takes_one_camera_and_counts_what_it_refuses() -> None:
             while not stop.is_set():
                 image = views[0][:64] if i % 3 == 2 else views[i % 4]  # every third: another size
                 msg = frame_to_msg(Frame(np.ascontiguousarray(image), "rgb8", i * NS, "cam"))
-                if i == 1:
+                if i % 5 == 1:  # (repeated: a loaded machine's QoS depth may drop one)
                     msg.encoding = "yuv_weird"
                 pub.publish(msg)
                 i += 1
-                stop.wait(0.005)
+                stop.wait(0.01)
 
         thread = threading.Thread(target=camera, daemon=True)
         thread.start()
@@ -50,7 +49,8 @@ def test_collector_takes_one_camera_and_counts_what_it_refuses() -> None:
         finally:
             stop.set()
             thread.join(5)
-    assert len(got.frames) == 6 and all(f.shape == (s3.HEIGHT, s3.WIDTH, 3) for f in got.frames)
+    # one camera, one size: whichever size came first (a loaded machine may drop the very first)
+    assert len(got.frames) == 6 and len({f.shape for f in got.frames}) == 1
     assert got.encoding == "rgb8"
     causes = " ".join(got.refused)
     assert "undecodable" in causes and "differs from the first frame" in causes
@@ -67,13 +67,8 @@ def test_collector_names_the_topic_when_nothing_comes() -> None:
 
 @pytest.mark.slow
 def test_fit_from_a_topic_over_dds(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    domain: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
-    pytest.importorskip("vad_inspection.transport._cyclone", exc_type=ImportError)
-    from vad_inspection.transport.dds import loopback_config_path
-
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(1, 230)))
-    monkeypatch.setenv("CYCLONEDDS_URI", loopback_config_path().as_uri())
     monkeypatch.setenv("VAD_INSPECTION_CACHE", str(tmp_path / "cache"))
     views = s3.clean_views(40)
     stop = threading.Event()
@@ -109,10 +104,8 @@ def test_fit_from_a_topic_over_dds(
 
 
 def test_fit_from_a_silent_topic_fails_clearly(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture, tmp_path: Path
+    domain: int, capsys: pytest.CaptureFixture, tmp_path: Path
 ) -> None:
-    pytest.importorskip("vad_inspection.transport._cyclone", exc_type=ImportError)
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(1, 230)))
     code = main(["fit", "--method", "patchcore", "--from-topic", "/silent/image", "--frames", "3",
                  "--timeout", "0.5", "-o", str(tmp_path / "x.vad")])  # fmt: skip
     assert code == 2

@@ -11,7 +11,6 @@ a warning when a peer is refused for incompatible QoS.
 
 from __future__ import annotations
 
-import random
 import time
 import uuid
 from collections.abc import Callable
@@ -42,34 +41,10 @@ from vad_inspection.transport import (  # noqa: E402
     create_bus,
 )
 from vad_inspection.transport import graph_info as gi  # noqa: E402
-from vad_inspection.transport.dds import loopback_config_path  # noqa: E402
 
 STRING = "std_msgs/msg/String"
 IMAGE = "sensor_msgs/msg/Image"
 WAIT = 30.0  # s: generous bound for discovery on a loaded 2-core box
-
-
-@pytest.fixture
-def domain(monkeypatch: pytest.MonkeyPatch) -> int:
-    """A fresh domain on the loopback configuration, for this process and its children."""
-    domain = random.randint(1, 230)
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    monkeypatch.setenv("CYCLONEDDS_URI", loopback_config_path().as_uri())
-    return domain
-
-
-@pytest.fixture
-def buses(domain: int):
-    made: list[Any] = []
-
-    def make(name: str, **options: Any) -> Any:
-        bus = create_bus("dds", name, **options)
-        made.append(bus)
-        return bus
-
-    yield make
-    for bus in made:
-        bus.shutdown()
 
 
 class Observer:
@@ -230,9 +205,9 @@ def test_incompatible_qos_messages_name_topic_and_policy() -> None:
 
 @pytest.mark.parametrize("distro", ["jazzy", "humble"])
 def test_ros_discovery_info_names_the_node_and_its_endpoint_gids(
-    buses, observe, distro: str
+    dds_buses, observe, distro: str
 ) -> None:
-    node = buses("camera", namespace="robot1", distro=distro)
+    node = dds_buses("camera", namespace="robot1", distro=distro)
     image = node.create_publisher("image_raw", IMAGE, SENSOR_DATA)
     node.create_publisher("~/status", STRING, DEFAULT)
     node.create_subscription("/cmd", STRING, print, DEFAULT)
@@ -294,8 +269,8 @@ def test_ros_discovery_info_names_the_node_and_its_endpoint_gids(
     assert obs.wait(lambda: obs.history[-1].node_entities_info_seq == []), obs.history[-1]
 
 
-def test_user_data_enclave_and_jazzy_type_hashes(buses, observe) -> None:
-    jazzy = buses("jazzy_node", distro="jazzy")
+def test_user_data_enclave_and_jazzy_type_hashes(dds_buses, observe) -> None:
+    jazzy = dds_buses("jazzy_node", distro="jazzy")
     jazzy.create_publisher("/chatter", STRING, DEFAULT)
     jazzy.create_subscription("/image", IMAGE, print, SENSOR_DATA)
     obs = observe()
@@ -319,8 +294,8 @@ def test_user_data_enclave_and_jazzy_type_hashes(buses, observe) -> None:
     assert gi.parse_user_data(disc.qos[Policy.Userdata].data)["typehash"].startswith("RIHS01_")
 
 
-def test_humble_endpoints_carry_no_type_hash(buses, observe) -> None:
-    humble = buses("humble_node", distro="humble")
+def test_humble_endpoints_carry_no_type_hash(dds_buses, observe) -> None:
+    humble = dds_buses("humble_node", distro="humble")
     humble.create_publisher("/chatter", STRING, DEFAULT)
     obs = observe("humble")
     assert obs.wait(lambda: obs.endpoint("publications", "rt/chatter")), obs.seen
@@ -331,12 +306,12 @@ def test_humble_endpoints_carry_no_type_hash(buses, observe) -> None:
     assert ppant.qos[Policy.Userdata].data == b"enclave=/;"  # Humble sets the enclave too
 
 
-def test_late_transient_local_subscriber_gets_depth_samples(buses) -> None:
+def test_late_transient_local_subscriber_gets_depth_samples(dds_buses) -> None:
     keep5 = QoS("reliable", "transient_local", "keep_last", 5)
-    pub = buses("talker").create_publisher("/log", STRING, keep5)
+    pub = dds_buses("talker").create_publisher("/log", STRING, keep5)
     for i in range(8):
         pub.publish(msg_class(STRING)(data=str(i)))
-    late = buses("late")
+    late = dds_buses("late")
     got: list[str] = []
     late.create_subscription("/log", STRING, lambda m: got.append(m.data), keep5)
     assert late.spin_until(lambda: len(got) >= 5, WAIT), got
@@ -354,10 +329,10 @@ def _records(caplog: pytest.LogCaptureFixture, logger: str, *needles: str) -> li
 
 @pytest.mark.slow
 def test_incompatible_qos_is_logged_once_per_endpoint_and_policy(
-    buses, caplog: pytest.LogCaptureFixture
+    dds_buses, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level("WARNING")
-    listener, talker, other = buses("listener"), buses("talker"), buses("other")
+    listener, talker, other = dds_buses("listener"), dds_buses("talker"), dds_buses("other")
     sub = listener.create_subscription("/camera/image", STRING, print, DEFAULT)
     talker.create_publisher("/camera/image", STRING, SENSOR_DATA)  # best effort: refused
 
@@ -389,9 +364,9 @@ def test_incompatible_qos_is_logged_once_per_endpoint_and_policy(
     assert sub.publisher_count == 0
 
 
-def test_durability_mismatch_is_logged(buses, caplog: pytest.LogCaptureFixture) -> None:
+def test_durability_mismatch_is_logged(dds_buses, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("WARNING")
-    listener, talker = buses("listener"), buses("talker")
+    listener, talker = dds_buses("listener"), dds_buses("talker")
     listener.create_subscription("/map", STRING, print, LATCHED)
     talker.create_publisher("/map", STRING, DEFAULT)  # volatile offer, transient local request
 

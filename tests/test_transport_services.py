@@ -17,7 +17,6 @@ import argparse
 import concurrent.futures
 import contextlib
 import os
-import random
 import signal
 import struct
 import subprocess
@@ -429,32 +428,6 @@ cy = None  # the Cyclone wrapper, imported by the dds tests only (skips without 
 
 def _cy() -> Any:
     return pytest.importorskip("vad_inspection.transport._cyclone", exc_type=ImportError)
-
-
-@pytest.fixture
-def domain(monkeypatch: pytest.MonkeyPatch) -> int:
-    """A fresh domain on the loopback configuration, for this process and its children."""
-    _cy()
-    from vad_inspection.transport.dds import loopback_config_path
-
-    value = random.randint(1, 230)
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(value))
-    monkeypatch.setenv("CYCLONEDDS_URI", loopback_config_path().as_uri())
-    return value
-
-
-@pytest.fixture
-def dds_buses(domain: int):
-    made: list[Any] = []
-
-    def make(name: str, **options: Any) -> Any:
-        bus = create_bus("dds", name, **options)
-        made.append(bus)
-        return bus
-
-    yield make
-    for bus in made:
-        bus.shutdown()
 
 
 def test_wire_header_layout() -> None:

@@ -72,7 +72,7 @@ def expected_checksums(count: int, width: int, height: int) -> list[int]:
     return [checksum(frame_pixels(i, width, height)) for i in range(count)]
 
 
-def announce_ready(bus: Bus, name: str, subscription: Any, timeout: float = 20.0) -> bool:
+def announce_ready(bus: Bus, name: str, subscription: Any, timeout: float = 45.0) -> bool:
     """Publish ``name`` on /ready once ``subscription`` has matched a publisher."""
     ready = bus.create_publisher(READY_TOPIC, STRING, LATCHED)
     if not bus.spin_until(lambda: subscription.publisher_count > 0, timeout):
@@ -231,7 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="result.json")
     parser.add_argument("--name", default="peer_sub")
     parser.add_argument("--namespace", default=None)
-    parser.add_argument("--timeout", type=float, default=20.0)
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=45.0,
+        help="how long to wait for peers (a loaded 2-core box starts a Python process slowly)",
+    )
     args = parser.parse_args(argv)
     roles = {"pub": run_pub, "sub": run_sub, "relay": run_relay, "node": run_node}
     return roles[args.role](args)
