@@ -19,6 +19,11 @@ Services are rclpy's (``create_service``/``create_client`` with the service clas
 installation); requests and responses cross between rclpy's objects and the codec's as CDR
 (``rclpy.serialization``). rclpy's own parameter services answer ``ros2 param``.
 
+The first bus on a context that is not initialised initialises it (``rclpy.init`` with ``args``,
+without rclpy's signal handlers: :meth:`~.bus.Bus.install_signal_handlers` is ours); the last bus
+on a context it initialised shuts it down. A context somebody else initialised is left alone, and
+``args`` given to a bus joining an initialised context reach its node as ``cli_args``.
+
 rclpy and the message packages (``sensor_msgs``, ``vision_msgs``...) must come from the ROS 2
 installation; this module is imported only when the ``ros`` binding is chosen.
 """
@@ -32,7 +37,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 try:
     import rclpy
@@ -41,6 +46,8 @@ try:
     from rclpy.parameter import Parameter
     from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
     from rclpy.serialization import deserialize_message, serialize_message
+    from rclpy.signals import SignalHandlerOptions
+    from rclpy.utilities import get_default_context
     from rosidl_runtime_py.utilities import get_message, get_service
 except ImportError as exc:  # pragma: no cover - depends on the host
     raise ImportError(
@@ -56,25 +63,29 @@ from .params import Descriptor, ParameterError, Parameters, ParamType, check_val
 from .qos import QoS
 from .service import Client, Service, ServiceCallback, ServiceError, resolve_future
 
-_LEVELS = {
-    logging.DEBUG: "debug",
-    logging.INFO: "info",
-    logging.WARNING: "warning",
-    logging.ERROR: "error",
-    logging.CRITICAL: "fatal",
-}
+# Python level -> rclpy logger method, highest first (a custom level maps to the one below it)
+_LEVELS = (
+    (logging.CRITICAL, "fatal"),
+    (logging.ERROR, "error"),
+    (logging.WARNING, "warning"),
+    (logging.INFO, "info"),
+)
 # rclpy's Node keeps the values given by --ros-args -p / --params-file (and by its
 # parameter_overrides argument) in this dict, with no public getter: node.py, humble L167/L203,
 # jazzy L179/L215 (``self._parameter_overrides = self.__node.get_parameters(Parameter)``)
 _OVERRIDES = "_parameter_overrides"
 _SPIN_SLICE_S = 0.05  # a client's call() spinning the node itself looks at its future this often
+_CLOSE_WAIT_S = 10.0  # shutdown waits this long for a callback running on another thread
 
 
 def ros_qos(qos: QoS) -> QoSProfile:
-    """Our QoS -> rclpy's, one to one."""
+    """Our QoS -> rclpy's, one to one. KEEP_ALL gets depth 0: the middleware ignores it there,
+    and rclpy's ``QoSProfile.depth`` setter asserts an ``int`` (ours is not checked for
+    KEEP_ALL)."""
+    keep = qos.keep()
     return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST if qos.keep() is not None else HistoryPolicy.KEEP_ALL,
-        depth=qos.depth,
+        history=HistoryPolicy.KEEP_LAST if keep is not None else HistoryPolicy.KEEP_ALL,
+        depth=keep if keep is not None else 0,
         reliability=ReliabilityPolicy.RELIABLE if qos.reliable else ReliabilityPolicy.BEST_EFFORT,
         durability=DurabilityPolicy.TRANSIENT_LOCAL if qos.latched else DurabilityPolicy.VOLATILE,
     )
@@ -133,14 +144,37 @@ class RosParameters(Parameters):
         if hasattr(node, "add_pre_set_parameters_callback"):  # Jazzy (node.py L1052), not Humble
             node.add_pre_set_parameters_callback(self._pre_ros_set)
 
+    def _ros_given(self, name: str) -> Any:
+        """The value ``--ros-args`` (``-p``, ``--params-file``) gave ``name``, unconverted, or
+        None."""
+        given = getattr(self._node, _OVERRIDES, {}).get(name)
+        return None if given is None else _plain(given.value)
+
     def _override(self, descriptor: Descriptor) -> tuple[bool, Any]:
         """(True, value converted to the declared type) when the process's ``--ros-args`` gave
         this parameter a value, else (False, None)."""
-        given = getattr(self._node, _OVERRIDES, {}).get(descriptor.name)
-        if given is None:
+        value = self._ros_given(descriptor.name)
+        if value is None:
             return False, None
-        value = _plain(given.value)
         return True, check_value(descriptor.name, value, descriptor.type, "--ros-args")
+
+    def declare(
+        self,
+        name: str,
+        default: Any = None,
+        *,
+        type: Any = None,
+        description: str = "",
+        read_only: bool = False,
+    ) -> Any:
+        """As :meth:`.params.Parameters.declare`, returning the node's value: a ``--ros-args``
+        value wins over files and ``default`` (as in any ROS 2 node) and the base class would
+        return the one it chose before :meth:`_store` applied the override. A parameter declared
+        without a default is not missing when only ``--ros-args`` gives it."""
+        if default is None and name not in self._given:
+            default = self._ros_given(name)
+        super().declare(name, default, type=type, description=description, read_only=read_only)
+        return self.get(name)
 
     def _store(self, descriptor: Descriptor, value: Any) -> None:
         node, name, ptype = self._node, descriptor.name, descriptor.type
@@ -264,7 +298,14 @@ class RosClock(Clock):
 
     @property
     def active(self) -> bool:
-        return True
+        """False while ``use_sim_time`` is on and no ``/clock`` has come: rclpy's ROS clock then
+        reads 0 (its time source starts from a zero override), as our simulated clock does."""
+        return not self.sim or self.now_ns() != 0
+
+    @property
+    def follows_wall_time(self) -> bool:
+        """The base class reads its own sim flag, which this clock never sets."""
+        return not self.sim
 
     def now_ns(self) -> int:
         return int(self._node.get_clock().now().nanoseconds)
@@ -279,18 +320,33 @@ class RosTimer(Timer):
             callback()
 
         self._timer = bus.node.create_timer(period_s, tick)
+        self._released = False
+
+    def _gone(self) -> bool:
+        """The rclpy timer is destroyed (by destroy_timer, or with the node): its handle would
+        raise ``InvalidHandle``."""
+        return self._released or self._bus._closed
 
     def cancel(self) -> None:
         super().cancel()
-        self._timer.cancel()
+        if not self._gone():
+            self._timer.cancel()
 
     def reset(self) -> None:
+        if self._gone():
+            return
         self.canceled = False
         self._timer.reset()
 
     def time_until_next_call(self) -> float:
-        left = self._timer.time_until_next_call()
+        # rclpy: None when cancelled, else ns (negative when overdue)
+        left = None if self._gone() else self._timer.time_until_next_call()
         return 0.0 if left is None else max(0.0, left / 1e9)
+
+    def _release(self) -> None:
+        if not self._gone():
+            self._released = True
+            self._bus.node.destroy_timer(self._timer)  # type: ignore[attr-defined]
 
 
 class RosPublisher(Publisher):
@@ -378,9 +434,9 @@ class RosClient(Client):
     def service_is_ready(self) -> bool:
         return not self._destroyed and not self._bus._closed and self.handle.service_is_ready()
 
-    def wait_for_service(self, timeout: float | None = 5.0) -> bool:
-        # rclpy: Client.wait_for_service(timeout_sec=None) (client.py humble L162, jazzy L172)
-        return bool(self.handle.wait_for_service(timeout_sec=timeout))
+    # wait_for_service: the base class's, polling service_is_ready above. rclpy's
+    # Client.wait_for_service (client.py humble L162, jazzy L172) sleeps in 0.25 s steps and
+    # enters the client's handle, which raises InvalidHandle once the client is destroyed.
 
     def _send(
         self, sequence: int, data: bytes, request: Any, future: concurrent.futures.Future
@@ -410,15 +466,15 @@ class RosClient(Client):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise concurrent.futures.TimeoutError
-            owner = bus._spin_owner
-            if owner == threading.get_ident():
+            me = threading.get_ident()
+            if me in (bus._spin_owner, bus._executing):
                 raise TransportError(
                     f"service {self.name}: call() from a callback of the bus spinning it cannot "
                     "get its reply before the callback returns; use call_async"
                 )
-            if owner is None and bus._spin_lock.acquire(blocking=False):
+            if bus._spin_owner is None and bus._spin_lock.acquire(blocking=False):
                 try:  # nobody spins the node: do it here (replies come through the executor)
-                    bus._executor.spin_once(timeout_sec=min(remaining, _SPIN_SLICE_S))
+                    bus._executor_step(min(remaining, _SPIN_SLICE_S))
                 finally:
                     bus._spin_lock.release()
             else:
@@ -437,8 +493,11 @@ class _ToRclpy(logging.Handler):
         self._ros = ros_logger
 
     def emit(self, record: logging.LogRecord) -> None:
-        level = _LEVELS.get(record.levelno, "info")
-        getattr(self._ros, level)(self.format(record))
+        level = next((name for at, name in _LEVELS if record.levelno >= at), "debug")
+        try:
+            getattr(self._ros, level)(self.format(record))
+        except Exception:  # logging must not raise into the caller (logging.Handler's contract)
+            self.handleError(record)
 
 
 class RosBus(Bus):
@@ -448,8 +507,11 @@ class RosBus(Bus):
     kind = "ros"
     handles_sim_time = True
     provides_parameter_services = True  # rclpy's ParameterService (start_parameter_services)
-    _live = 0
-    _inited_context = False
+    # contexts this binding initialised -> how many open buses use each; the last one to close
+    # shuts its context down (one flag and one count for all contexts would shut down a context
+    # somebody else initialised, and leave ours running)
+    _owned_contexts: ClassVar[dict[Any, int]] = {}
+    _contexts_lock = threading.Lock()
 
     def __init__(
         self,
@@ -463,30 +525,70 @@ class RosBus(Bus):
             options["distro"] = os.environ["ROS_DISTRO"]
         self._args = args
         self._context = context
+        self._owned_context: Any = None
         self._spin_lock = threading.RLock()  # one executor step at a time (rclpy is not reentrant)
+        self._executing: int | None = None  # the thread inside an executor step, if any
         super().__init__(node_name, **options)
 
     def _open(self) -> None:
-        if not rclpy.ok(context=self._context):
-            kwargs: dict[str, Any] = {"args": self._args, "context": self._context}
-            try:
-                from rclpy.signals import SignalHandlerOptions
-
-                kwargs["signal_handler_options"] = SignalHandlerOptions.NO  # ours, see Bus
-            except ImportError:  # pragma: no cover - older rclpy
-                pass
-            rclpy.init(**kwargs)
-            RosBus._inited_context = True
-        # remappings are applied by Bus.resolve, as on the other bindings: names reach rclpy
-        # fully qualified (rclpy still applies --ros-args -r rules of the process on top)
-        self.node = rclpy.create_node(self.name, namespace=self.namespace, context=self._context)
-        self._executor = SingleThreadedExecutor(context=self._context)
-        self._executor.add_node(self.node)
+        with RosBus._contexts_lock:
+            initialised = False
+            if not rclpy.ok(context=self._context):
+                # rclpy.init(*, args, context, domain_id, signal_handler_options) (humble and
+                # jazzy __init__.py L65); rcl parses args from index 0, so "--ros-args" may
+                # come first. Signal handlers: ours (Bus.install_signal_handlers), not rclpy's.
+                rclpy.init(
+                    args=self._args,
+                    context=self._context,
+                    signal_handler_options=SignalHandlerOptions.NO,
+                )
+                initialised = True
+            context = self._context if self._context is not None else get_default_context()
+            if initialised:
+                RosBus._owned_contexts[context] = 0
+            if context in RosBus._owned_contexts:
+                RosBus._owned_contexts[context] += 1
+                self._owned_context = context
+        try:
+            # remappings are applied by Bus.resolve, as on the other bindings: names reach rclpy
+            # fully qualified (rclpy still applies --ros-args -r rules of the process on top).
+            # args given to a bus joining an initialised context would be lost: the node takes
+            # them as its own arguments instead (rclpy.init already applied them otherwise).
+            self.node = rclpy.create_node(
+                self.name,
+                namespace=self.namespace,
+                context=self._context,
+                cli_args=None if initialised else self._args,
+            )
+            self._executor = SingleThreadedExecutor(context=self._context)
+            self._executor.add_node(self.node)
+        except BaseException:
+            if getattr(self, "node", None) is not None:
+                self.node.destroy_node()
+            self._release_context()
+            raise
         handler = _ToRclpy(self.node.get_logger())
         self.logger.addHandler(handler)
         self.logger.propagate = False
         self._log_handler = handler
-        RosBus._live += 1
+
+    def _release_context(self) -> None:
+        """Shut down the context if this bus was the last one on a context this binding
+        initialised."""
+        context, self._owned_context = self._owned_context, None
+        if context is None:
+            return
+        with RosBus._contexts_lock:
+            RosBus._owned_contexts[context] -= 1
+            if RosBus._owned_contexts[context] > 0:
+                return
+            del RosBus._owned_contexts[context]
+            if self._context is None and context is get_default_context():
+                # context=None: rclpy replaces its default context (utilities.try_shutdown),
+                # so a later bus can initialise a fresh one (a Context inits only once)
+                rclpy.try_shutdown()
+            else:
+                rclpy.try_shutdown(context=context)
 
     def _make_parameters(self, files: list, overrides: dict[str, Any]) -> Parameters:
         return RosParameters(self.node, self.fqn, files, overrides)
@@ -526,12 +628,33 @@ class RosBus(Bus):
         self._timers.append(timer)
         return timer
 
+    def destroy_timer(self, timer: Timer) -> None:
+        """Cancel and forget it, and destroy the rclpy timer (the base class only cancels)."""
+        super().destroy_timer(timer)
+        if isinstance(timer, RosTimer):
+            timer._release()
+
     def spin_once(self, timeout: float | None = None) -> int:
-        """One executor step (rclpy runs one ready callback per call); returns 0."""
+        """One executor step (rclpy runs one ready callback per call); returns 0. Not from a
+        callback of this bus: rclpy's executor is not reentrant."""
         self._check_open()
+        if self._executing == threading.get_ident():
+            raise TransportError(
+                f"bus of node {self.fqn}: spin_once() from one of its own callbacks"
+            )
         with self._spin_lock:
-            self._executor.spin_once(timeout_sec=timeout)
+            if not self._closed:  # shut down while this thread waited for the lock
+                self._executor_step(timeout)
         return 0
+
+    def _executor_step(self, timeout: float | None) -> None:
+        """``executor.spin_once``, marking this thread as the one running callbacks (the caller
+        holds ``_spin_lock``)."""
+        outer, self._executing = self._executing, threading.get_ident()
+        try:
+            self._executor.spin_once(timeout_sec=timeout)
+        finally:
+            self._executing = outer
 
     def _dispatch(self) -> int:  # pragma: no cover - spin_once is rclpy's
         return 0
@@ -545,14 +668,28 @@ class RosBus(Bus):
             executor.wake()
 
     def _close(self) -> None:
-        for timer in self._timers:
-            self.node.destroy_timer(timer._timer)  # type: ignore[attr-defined]
-        self._executor.remove_node(self.node)
-        self._executor.shutdown()
-        self.node.destroy_node()
-        self.logger.removeHandler(self._log_handler)
-        self.logger.propagate = True
-        RosBus._live -= 1
-        if RosBus._live == 0 and RosBus._inited_context:
-            rclpy.try_shutdown(context=self._context)
-            RosBus._inited_context = False
+        """Stop the executor, wait for a callback running on another thread, destroy the node
+        (with its publishers, subscriptions and timers), then release the context.
+
+        ``Executor.shutdown`` gets timeout 0: on Humble ``shutdown(None)`` waits until no
+        callback runs (executors.py humble L208-224), for ever when called from a callback of
+        this bus; on Jazzy it does not wait at all (jazzy L222-238). The wait for other threads
+        is ``_spin_lock`` instead, held for each executor step, the same on both."""
+        executor = self._executor
+        executor.remove_node(self.node)  # triggers the guard condition: a blocked wait returns
+        executor.shutdown(timeout_sec=0.0)
+        locked = self._spin_lock.acquire(timeout=_CLOSE_WAIT_S)  # at once from a callback (RLock)
+        try:
+            if not locked:
+                self.logger.warning(
+                    "a callback still runs after %.0f s; destroying the node anyway", _CLOSE_WAIT_S
+                )
+            if self._executing is None:
+                executor.shutdown(timeout_sec=0.0)  # idle now: Humble releases its guards here
+            self.node.destroy_node()
+        finally:
+            if locked:
+                self._spin_lock.release()
+            self.logger.removeHandler(self._log_handler)
+            self.logger.propagate = True
+            self._release_context()
