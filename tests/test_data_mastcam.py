@@ -90,3 +90,30 @@ def test_wrong_layout(tmp_path: Path) -> None:
     np.save(tmp_path / "typical" / "x.npy", ramp(np.uint8, 1))
     with pytest.raises(DatasetError, match=r"no \.npy tiles under .*expected the Mastcam"):
         open_mastcam(tmp_path)
+
+
+def test_published_float64_reads_as_the_uint8_copy(tmp_path: Path) -> None:
+    """The authors publish float64 arrays of whole numbers 0-255; the copy here is uint8. Real
+    tiles, both ways, must give the same image (a per-tile stretch would not)."""
+    real = Path(__file__).resolve().parents[2] / "shared/data/mastcam_novelty/test_novel"
+    tiles = sorted(real.rglob("*.npy"))[:4] if real.is_dir() else []
+    if not tiles:
+        pytest.skip("real Mastcam tiles not found in ../shared/data")
+    for copy, dtype in (("u8", np.uint8), ("f64", np.float64)):
+        for i, path in enumerate(tiles):
+            folder = tmp_path / copy / "test_novel" / "drill-hole"
+            folder.mkdir(parents=True, exist_ok=True)
+            np.save(folder / f"t{i}.npy", np.load(path).astype(dtype))
+    as_u8, as_f64 = open_mastcam(tmp_path / "u8"), open_mastcam(tmp_path / "f64")
+    for a, b in zip(as_u8, as_f64, strict=True):
+        assert np.array_equal(a.image(), b.image())
+    assert np.load(tiles[0]).dtype == np.uint8 and as_u8[0].image().max() > 1
+
+
+def test_validation_typical_is_the_val_split(tmp_path: Path) -> None:
+    root = make_mastcam(tmp_path, ramp(np.uint8, 40))
+    (root / "validation_typical").mkdir()
+    np.save(root / "validation_typical" / "v.npy", ramp(np.uint8, 40))
+    dataset = open_mastcam(root)
+    [val] = [s for s in dataset if s.split == "val"]
+    assert val.label == NORMAL and val.category == "typical"

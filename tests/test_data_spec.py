@@ -13,7 +13,7 @@ from vad_inspection.data import DATASET_KINDS, DatasetError, open_dataset, parse
 
 
 def test_kinds() -> None:
-    kinds = "folder mvtec magnetic_tile crackforest lroc_nac lrocnet mastcam metu"
+    kinds = "folder mvtec magnetic_tile crackforest lroc_nac lrocnet mastcam metu msl_surface"
     assert list(DATASET_KINDS) == kinds.split()
     for kind, opener in DATASET_KINDS.items():
         assert next(iter(inspect.signature(opener).parameters)) == "root", kind

@@ -22,6 +22,7 @@ from vad_inspection.data.lrocnet import open_lrocnet
 from vad_inspection.data.magnetic_tile import open_magnetic_tile
 from vad_inspection.data.mastcam import open_mastcam
 from vad_inspection.data.metu import open_metu
+from vad_inspection.data.msl_surface import open_msl_surface
 from vad_inspection.data.mvtec import open_mvtec
 from vad_inspection.data.types import Dataset, DatasetError, Sample
 
@@ -40,6 +41,7 @@ DATASET_KINDS: Mapping[str, Opener] = MappingProxyType(
         "lrocnet": open_lrocnet,
         "mastcam": open_mastcam,
         "metu": open_metu,
+        "msl_surface": open_msl_surface,
     }
 )
 

@@ -1,6 +1,7 @@
 """Mars Mastcam multispectral novelty set (Kerner et al., Zenodo 3732485): 64x64x6 ``.npy`` tiles.
 
-``train_typical/`` and ``test_typical/`` hold typical terrain (normal, category ``typical``);
+``train_typical/``, ``validation_typical/`` and ``test_typical/`` hold typical terrain (normal,
+category ``typical``; split ``train``, ``val``, ``test``);
 ``test_novel/<category>/`` the novel geology (anomalous, category = folder name; a ``.npy`` loose
 in ``test_novel/`` gets category ``novel``). ``split`` is ``train`` or ``test`` from the folder.
 
@@ -9,7 +10,9 @@ Most detectors take RGB, so by default three of the bands (``bands``) form a ``u
 since any rescale would erase the radiometry a spectral detector relies on. The ``uint8``
 conversion of the chosen bands, decided without the data at hand (it was not available here):
 
-* ``uint8`` tiles are kept as they are;
+* ``uint8`` tiles are kept as they are, and so are tiles of any other type holding whole numbers
+  in 0..255 with some value above 1: the authors publish float64 arrays of whole numbers 0-255,
+  the copy here stores the same values as uint8, and both must give the same image;
 * floating-point tiles whose values all lie in [0, 1] are scaled by 255 and rounded;
 * anything else (other integer types, floats outside [0, 1]) is min-max stretched per tile over
   the chosen bands jointly (one min and max, so band ratios, the "colour", survive) to 0..255;
@@ -30,7 +33,8 @@ from vad_inspection.data.types import ANOMALOUS, NORMAL, Dataset, DatasetError, 
 __all__ = ["open_mastcam", "to_uint8"]
 
 _LAYOUT = (
-    "the Mastcam novelty layout train_typical/*.npy, test_typical/*.npy, "
+    "the Mastcam novelty layout train_typical/*.npy, [validation_typical/*.npy], "
+    "test_typical/*.npy, "
     "test_novel/<category>/*.npy with (64, 64, 6) tiles"
 )
 
@@ -65,6 +69,8 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
         return array
     values = array.astype(np.float64)
     low, high = float(values.min()), float(values.max())
+    if low >= 0.0 and 1.0 < high <= 255.0 and np.array_equal(values, np.round(values)):
+        return values.astype(np.uint8)  # the published scale (float64 of whole numbers 0-255)
     if np.issubdtype(array.dtype, np.floating) and low >= 0.0 and high <= 1.0:
         return np.round(values * 255.0).astype(np.uint8)
     if not np.isfinite([low, high]).all() or high == low:
@@ -83,7 +89,9 @@ def _all_bands(path: Path, count: int) -> np.ndarray:
 def _files(root: Path) -> list[tuple[Path, int, str, str]]:
     """``(file, label, category, split)`` of every tile, in folder order."""
     found = []
-    for folder, split in (("train_typical", "train"), ("test_typical", "test")):
+    for folder, split in (
+        ("train_typical", "train"), ("validation_typical", "val"), ("test_typical", "test"),
+    ):  # fmt: skip
         if (root / folder).is_dir():
             found += [(p, NORMAL, "typical", split) for p in list_files(root / folder, (".npy",))]
     if (root / "test_novel").is_dir():
