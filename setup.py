@@ -65,6 +65,7 @@ setup(
         *_tree("launch"),
         *_tree("config"),
         *_tree("models"),
+        *_tree("sim"),
     ],
     install_requires=["setuptools"],
     extras_require={"core": CORE, "train": TRAIN, "dev": DEV},

@@ -66,6 +66,7 @@ def test_install_space_holds_the_ros2_layout(install_space: Path) -> None:
         assert (share / "config" / f"{platform}.yaml").is_file()
     assert (share / "config" / "graph.yaml").is_file()
     assert (share / "config" / "cyclonedds_loopback.xml").is_file()
+    assert (share / "sim" / "crack_wall.yaml").is_file()  # scenarios for `sim`, found by name
 
 
 def test_installed_graph_loads_from_the_share_directory(install_space: Path) -> None:

@@ -18,6 +18,7 @@ from vad_inspection.eval.metrics import MetricError
 from vad_inspection.eval.runner import EvalConfig
 from vad_inspection.eval.settings import SplitError
 from vad_inspection.eval.suite import SuiteEntry, run_suite
+from vad_inspection.transport.bag import BagError
 from vad_inspection.vad.artifact import ArtifactError
 from vad_inspection.vad.backbones import BACKBONES, RANDOM, BackboneError
 from vad_inspection.vad.calibration import DEFAULT_K, CalibrationError
@@ -181,6 +182,22 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("node", choices=sorted(NODES), help="which node")
     run.add_argument("node_args", nargs=argparse.REMAINDER, help="the node's own options")
 
+    sim = sub.add_parser(
+        "sim", help="write a scenario (camera stream with ground truth) to a rosbag2 bag"
+    )
+    sim.add_argument(
+        "scenario", help="a name from sim/ (crack_wall, crack_floor, tile_part) or a YAML"
+    )
+    sim.add_argument("-o", "--out", type=Path, required=True, help="bag to write (a new folder)")
+    sim.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    sim.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap")
+    sim.add_argument("--distro", choices=("humble", "jazzy"), default="jazzy")
+    sim.add_argument("--compressed", choices=("jpeg", "png"), default=None,
+                     help="images as CompressedImage on /camera/image_raw/compressed")  # fmt: skip
+    sim.add_argument("--no-depth", action="store_true", help="leave out the depth image")
+    sim.add_argument("--set", action="append", metavar="KEY=VALUE",
+                     help="override a scenario setting, e.g. rate_hz=5 (repeat)")  # fmt: skip
+
     demo = sub.add_parser("demo", help="the main job: evaluate on the real datasets beside us")
     demo.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
@@ -274,6 +291,49 @@ def _frames_from_topic(args: argparse.Namespace) -> list:
     return got.frames
 
 
+def _sim(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+    import yaml
+
+    from vad_inspection.progress import progress_bar
+    from vad_inspection.scenarios import catalog
+    from vad_inspection.scenarios.stream import TOPICS, messages, truth_record
+    from vad_inspection.transport import SENSOR_DATA
+    from vad_inspection.transport.bag import BagWriter
+
+    overrides = {}
+    for pair in args.set or ():
+        key, _, text = pair.partition("=")
+        overrides[key] = yaml.safe_load(text)
+    scan = catalog.load(args.scenario, args.data_root, **overrides)
+    start_ns = 1_000_000_000
+    stream = messages(scan, start_ns=start_ns, compressed=args.compressed or "",
+                      depth=not args.no_depth, distro=args.distro)  # fmt: skip
+    frames = len(scan.path)
+    with BagWriter(args.out, args.distro, args.storage) as bag:
+        for topic, typename in TOPICS.items():
+            latched = "latched" if topic == "/tf_static" else None
+            camera = SENSOR_DATA if topic.startswith("/camera/") else None
+            bag.add_topic(topic, typename, latched or camera)
+        with progress_bar(total=frames, desc=f"sim {scan.config.name}", unit="frame") as bar:
+            for item in stream:
+                bag.write(item.topic, item.stamp_ns, item.message)
+                if item.topic.startswith("/camera/image_raw"):
+                    bar.update(1)
+    record = truth_record(scan, start_ns)
+    truth_path = args.out.with_name(args.out.name + ".truth.json")
+    truth_path.write_text(json.dumps(record, indent=1))
+    masks_path = args.out.with_name(args.out.name + ".masks.npz")
+    np.savez_compressed(masks_path, **{str(v.stamp_ns): v.truth.mask for v in scan.views(start_ns)})
+    anomalous = sum(f["anomalous"] for f in record["frames"])
+    print(f"wrote {args.out} ({frames} frames, {anomalous} with defect pixels, "
+          f"{len(scan.defects)} distinct defects)")  # fmt: skip
+    print(f"  truth {truth_path}\n  masks {masks_path}")
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from vad_inspection import pipeline
     from vad_inspection.vad.detector import load_detector
@@ -355,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _predict(args)
         if args.command == "export":
             return _export(args)
+        if args.command == "sim":
+            return _sim(args)
         if args.command == "eval" and args.model_file:
             return _eval_files(args)
         if args.command == "eval":
@@ -390,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
     except (
         DatasetError, SplitError, MetricError, ArtifactError, BackboneError, CalibrationError,
-        InputError, VadError, KeyError, ValueError,
+        InputError, VadError, BagError, KeyError, ValueError,
     ) as error:  # fmt: skip
         print(f"vad-inspection: {error}", file=sys.stderr)
         return 2
