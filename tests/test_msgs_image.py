@@ -13,6 +13,7 @@ from vad_inspection.msgs import (
     MessageError,
     compressed_to_frame,
     deserialize,
+    encoding_info,
     frame_to_compressed,
     frame_to_msg,
     header,
@@ -25,10 +26,11 @@ from vad_inspection.msgs import (
 IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED = "sensor_msgs/msg/CompressedImage"
 STAMP = 1_700_000_000_123_456_789
+GENERIC = ("8UC6", "32FC6", "16SC3", "64FC2", "8SC1")  # OpenCV's names: multispectral bands
 
 
 def random_image(encoding: str, height: int = 6, width: int = 9, seed: int = 0) -> np.ndarray:
-    dtype, channels = ENCODINGS[encoding]
+    dtype, channels = encoding_info(encoding)
     shape = (height, width) if channels == 1 else (height, width, channels)
     rng = np.random.default_rng(seed)
     if dtype.kind == "f":
@@ -58,11 +60,11 @@ def wire(msg, typename: str = IMAGE, distro: str = "jazzy"):
 
 
 @pytest.mark.parametrize("distro", DISTROS)
-@pytest.mark.parametrize("encoding", list(ENCODINGS))
+@pytest.mark.parametrize("encoding", [*ENCODINGS, *GENERIC])
 def test_every_encoding_round_trips_exactly_through_cdr(encoding: str, distro: str) -> None:
     frame = Frame(random_image(encoding), encoding, STAMP, "camera_optical")
     msg = frame_to_msg(frame, distro)
-    dtype, channels = ENCODINGS[encoding]
+    dtype, channels = encoding_info(encoding)
     assert (msg.height, msg.width, msg.encoding) == (6, 9, encoding)
     assert msg.step == 9 * channels * dtype.itemsize
     assert msg.data.size == msg.step * msg.height
@@ -134,6 +136,21 @@ def test_unknown_encoding_raises_and_names_it() -> None:
         msg_to_frame(msg)
     with pytest.raises(MessageError, match=r"unknown image encoding 'bayer_rggb8'"):
         Frame(np.zeros((2, 2), np.uint8), "bayer_rggb8", 0, "cam")
+    for name in ("8UC0", "32UC3", "16FC1", "8UC513", "8uc3", "8UC6x"):  # not OpenCV types
+        with pytest.raises(MessageError, match="unknown image encoding"):
+            encoding_info(name)
+
+
+def test_multiband_frames_show_their_first_three_bands_and_refuse_compression() -> None:
+    bands = random_image("8UC6", 4, 5)
+    assert np.array_equal(to_rgb(Frame(bands, "8UC6", 0, "cam")), bands[..., :3])
+    floats = np.arange(4 * 5 * 6, dtype=np.float32).reshape(4, 5, 6)
+    shown = to_rgb(Frame(floats, "32FC6", 0, "cam"))
+    assert shown.dtype == np.uint8 and shown[0, 0, 0] == 0 and shown[-1, -1, 2] == 255
+    gray = to_rgb(Frame(random_image("16UC2", 4, 5), "16UC2", 0, "cam"))
+    assert gray.shape == (4, 5, 3) and np.array_equal(gray[..., 0], gray[..., 2])
+    with pytest.raises(MessageError, match="8UC6 cannot be stored as png"):
+        frame_to_compressed(Frame(bands, "8UC6", 0, "cam"), "png")
 
 
 @pytest.mark.parametrize(

@@ -311,26 +311,33 @@ def _sim(args: argparse.Namespace) -> int:
     start_ns = 1_000_000_000
     stream = messages(scan, start_ns=start_ns, compressed=args.compressed or "",
                       depth=not args.no_depth, distro=args.distro)  # fmt: skip
-    frames = len(scan.path)
+    frames = scan.frame_count
     with BagWriter(args.out, args.distro, args.storage) as bag:
-        for topic, typename in TOPICS.items():
-            latched = "latched" if topic == "/tf_static" else None
-            camera = SENSOR_DATA if topic.startswith("/camera/") else None
-            bag.add_topic(topic, typename, latched or camera)
+        added: set[str] = set()  # only the topics the scenario has (no depth: no depth topic)
         with progress_bar(total=frames, desc=f"sim {scan.config.name}", unit="frame") as bar:
             for item in stream:
+                if item.topic not in added:
+                    latched = "latched" if item.topic == "/tf_static" else None
+                    camera = SENSOR_DATA if item.topic.startswith("/camera/") else None
+                    bag.add_topic(item.topic, TOPICS[item.topic], latched or camera)
+                    added.add(item.topic)
                 bag.write(item.topic, item.stamp_ns, item.message)
                 if item.topic.startswith("/camera/image_raw"):
                     bar.update(1)
     record = truth_record(scan, start_ns)
     truth_path = args.out.with_name(args.out.name + ".truth.json")
     truth_path.write_text(json.dumps(record, indent=1))
-    masks_path = args.out.with_name(args.out.name + ".masks.npz")
-    np.savez_compressed(masks_path, **{str(v.stamp_ns): v.truth.mask for v in scan.views(start_ns)})
+    masks = {
+        str(v.stamp_ns): v.truth.mask for v in scan.views(start_ns) if v.truth.mask is not None
+    }
     anomalous = sum(f["anomalous"] for f in record["frames"])
-    print(f"wrote {args.out} ({frames} frames, {anomalous} with defect pixels, "
-          f"{len(scan.defects)} distinct defects)")  # fmt: skip
-    print(f"  truth {truth_path}\n  masks {masks_path}")
+    print(f"wrote {args.out} ({frames} frames, {anomalous} anomalous, "
+          f"{len(scan.defects)} distinct defects with 3-D truth)")  # fmt: skip
+    print(f"  truth {truth_path}")
+    if masks:
+        masks_path = args.out.with_name(args.out.name + ".masks.npz")
+        np.savez_compressed(masks_path, **masks)
+        print(f"  masks {masks_path}")
     return 0
 
 

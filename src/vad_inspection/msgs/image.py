@@ -16,6 +16,7 @@ CompressedImage follows ROS's compressed_image_transport: ``format`` reads
 
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from numbers import Integral
@@ -60,7 +61,16 @@ ENCODINGS: MappingProxyType[str, Encoding] = MappingProxyType(
         "64FC1": _enc(np.float64, 1),
     }
 )
-"""Supported encodings: name -> (dtype, channels). Anything else raises MessageError."""
+"""Named encodings: name -> (dtype, channels). Besides these, :func:`encoding_info` accepts
+OpenCV's generic ``<bits><U|S|F>C<n>`` names (``8UC6``, ``32FC6``: a multispectral camera's
+bands), as ROS's ``sensor_msgs/image_encodings.hpp`` does; anything else raises MessageError."""
+
+# sensor_msgs/image_encodings.hpp matches "(8|16|32|64)(U|S|F)C([0-9]*)"; OpenCV allows 512 bands
+_GENERIC = re.compile(r"(8|16|32|64)([USF])C([1-9][0-9]{0,2})")
+_GENERIC_DTYPES = {
+    ("8", "U"): np.uint8, ("8", "S"): np.int8, ("16", "U"): np.uint16, ("16", "S"): np.int16,
+    ("32", "S"): np.int32, ("32", "F"): np.float32, ("64", "F"): np.float64,
+}  # fmt: skip
 
 _IMAGE = "sensor_msgs/msg/Image"
 _COMPRESSED = "sensor_msgs/msg/CompressedImage"
@@ -68,13 +78,18 @@ _BIG = sys.byteorder == "big"
 
 
 def encoding_info(encoding: str) -> Encoding:
-    """Look up ``encoding`` in :data:`ENCODINGS`; unknown names raise :class:`MessageError`."""
-    try:
-        return ENCODINGS[encoding]
-    except KeyError:
+    """``encoding``'s element type and channels; unknown names raise :class:`MessageError`."""
+    known = ENCODINGS.get(encoding)
+    if known is not None:
+        return known
+    match = _GENERIC.fullmatch(encoding)
+    dtype = _GENERIC_DTYPES.get((match[1], match[2])) if match else None
+    if match is None or dtype is None or int(match[3]) > 512:
         raise MessageError(
-            f"unknown image encoding {encoding!r}; supported: {', '.join(ENCODINGS)}"
-        ) from None
+            f"unknown image encoding {encoding!r}; supported: {', '.join(ENCODINGS)} and "
+            "<bits><U|S|F>C<bands> (8UC6, 16UC4, 32FC6, ...)"
+        )
+    return _enc(dtype, int(match[3]))
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,7 +145,7 @@ class Frame:
 def frame_to_msg(frame: Frame, distro: str = "jazzy") -> Any:
     """Frame -> sensor_msgs/msg/Image (tightly packed rows, native byte order)."""
     image = np.ascontiguousarray(frame.image)
-    _, channels = ENCODINGS[frame.encoding]
+    _, channels = encoding_info(frame.encoding)
     return msg_class(_IMAGE, distro)(
         header=header(frame.stamp_ns, frame.frame_id, distro),
         height=frame.height,
@@ -223,7 +238,9 @@ def _convert(image: np.ndarray, src: str, dst: str) -> np.ndarray:
     """Reorder/extend channels between two encodings of the same bit depth (OpenCV, no loops)."""
     if src == dst:
         return image
-    if ENCODINGS[src].dtype != ENCODINGS[dst].dtype:
+    if encoding_info(src).dtype != encoding_info(dst).dtype:
+        raise MessageError(f"{_COMPRESSED}: cannot convert decoded {src} to {dst}")
+    if src not in _LAYOUT or dst not in _LAYOUT:
         raise MessageError(f"{_COMPRESSED}: cannot convert decoded {src} to {dst}")
     if _LAYOUT[src] == _LAYOUT[dst]:
         return image
@@ -306,10 +323,21 @@ def to_rgb(frame: Frame) -> np.ndarray:
     - mono8/8UC1 replicated into three channels;
     - 16-bit unsigned encodings keep their top byte (``>> 8``, as cv_bridge does for 16 -> 8 bit);
     - 16SC1, 32SC1, 32FC1, 64FC1 (depth, scores) are stretched linearly from their finite
-      minimum (black) to maximum (white); NaN/inf become black, a constant image black.
+      minimum (black) to maximum (white); NaN/inf become black, a constant image black;
+    - generic ``<bits><U|S|F>C<n>`` frames (a multispectral camera's bands) show their first
+      three bands as R, G, B (one band as gray), stretched jointly unless 8-bit, so band ratios
+      survive: a quick look, not a colour rendering (which bands are visible is the sensor's).
     """
     image, encoding = frame.image, frame.encoding
-    dtype, _ = ENCODINGS[encoding]
+    dtype, channels = encoding_info(encoding)
+    if encoding not in ENCODINGS:
+        bands = image if channels == 1 else image[..., : 3 if channels >= 3 else 1]
+        shown = bands if dtype == np.uint8 else _stretch(bands)
+        if shown.ndim == 3 and shown.shape[2] == 3:
+            return np.ascontiguousarray(shown)
+        return cv2.cvtColor(
+            np.ascontiguousarray(shown.reshape(shown.shape[:2])), cv2.COLOR_GRAY2RGB
+        )
     if dtype == np.uint16:
         image, encoding = (image >> 8).astype(np.uint8), encoding.replace("16", "8")
     elif dtype != np.uint8:

@@ -2,14 +2,18 @@
 transport). The CLI writes them to bags; the replay node plays bags."""
 
 from .surface import SurfaceConfig, SurfaceScan, build_mosaic, defects_of, pixel_of
-from .types import DefectTruth, FrameTruth, ScenarioError, View
+from .traverse import RoverTraverse, TraverseConfig
+from .types import DefectTruth, FrameTruth, Scenario, ScenarioError, View
 
 __all__ = [
     "DefectTruth",
     "FrameTruth",
+    "RoverTraverse",
+    "Scenario",
     "ScenarioError",
     "SurfaceConfig",
     "SurfaceScan",
+    "TraverseConfig",
     "View",
     "build_mosaic",
     "defects_of",

@@ -1,9 +1,10 @@
 """Scenario descriptions (YAML under ``sim/``) to scenarios.
 
-A description names its kind (``scenario: surface``), the dataset spec it lays out (``{data}``
-stands for the data root, ``../shared/data`` by default) and the kind's settings. A name is looked
-up in ``$VAD_INSPECTION_SIM_DIR``, then the repository's ``sim/``, then the ROS 2 install's
-``share/vad_inspection/sim``; a path is read as it is.
+A description names its kind (``scenario: surface`` or ``traverse``), the dataset spec it lays
+out (``{data}`` stands for the data root, ``../shared/data`` by default) and the kind's settings
+under a key of the kind's name. A name is looked up in ``$VAD_INSPECTION_SIM_DIR``, then the
+repository's ``sim/``, then the ROS 2 install's ``share/vad_inspection/sim``; a path is read as
+it is.
 """
 
 from __future__ import annotations
@@ -18,9 +19,14 @@ import yaml
 from ..data import open_dataset
 from ..data.types import DatasetError
 from .surface import SurfaceConfig, SurfaceScan
-from .types import ScenarioError
+from .traverse import RoverTraverse, TraverseConfig
+from .types import Scenario, ScenarioError
 
-KINDS = ("surface",)
+#: scenario kind -> (its settings class, the scenario built from a dataset and those settings)
+KINDS: dict[str, tuple[type, Any]] = {
+    "surface": (SurfaceConfig, SurfaceScan),
+    "traverse": (TraverseConfig, RoverTraverse),
+}
 
 
 def search_path() -> list[Path]:
@@ -51,9 +57,7 @@ def find(name: str) -> Path:
     raise ScenarioError(f"no scenario {name!r}; available: {', '.join(available()) or 'none'}")
 
 
-def load(
-    name: str, data_root: Path | str = Path("../shared/data"), **overrides: Any
-) -> SurfaceScan:
+def load(name: str, data_root: Path | str = Path("../shared/data"), **overrides: Any) -> Scenario:
     """The scenario ``name`` (or a YAML path) over the data in ``data_root``; ``overrides``
     replace settings of the description (e.g. ``rate_hz=5``)."""
     path = find(name)
@@ -64,20 +68,21 @@ def load(
     kind = spec.get("scenario")
     if kind not in KINDS:
         raise ScenarioError(f"{path}: scenario kind {kind!r}; known: {', '.join(KINDS)}")
-    settings = {**(spec.get("surface") or {}), **overrides}
-    names = {f.name for f in dataclasses.fields(SurfaceConfig)}
+    config_class, build = KINDS[kind]
+    settings = {**(spec.get(kind) or {}), **overrides}
+    names = {f.name for f in dataclasses.fields(config_class)} - {"name"}
     unknown = sorted(set(settings) - names)
     if unknown:
         raise ScenarioError(f"{path}: unknown setting(s) {unknown}; known: {sorted(names)}")
-    for key in ("cells",):
-        if key in settings:
-            settings[key] = tuple(settings[key])
+    for key, value in settings.items():  # YAML lists to the frozen configs' tuples
+        if isinstance(value, list):
+            settings[key] = tuple(value)
     if "world_from_plane" in settings:
         settings["world_from_plane"] = tuple(tuple(float(v) for v in row)
                                              for row in settings["world_from_plane"])  # fmt: skip
-    config = SurfaceConfig(name=path.stem, **settings)
+    config = config_class(name=path.stem, **settings)
     try:
         dataset = open_dataset(str(spec.get("dataset", "")).format(data=Path(data_root)))
     except DatasetError as error:
         raise ScenarioError(f"{path}: dataset: {error}") from None
-    return SurfaceScan(dataset, config)
+    return build(dataset, config)

@@ -17,7 +17,7 @@ from ..msgs.defaults import new_message
 from ..msgs.geometry import matrix_to_transform, model_to_camera_info
 from ..msgs.image import Frame, frame_to_compressed, frame_to_msg
 from ..msgs.time import header, ns_to_stamp
-from .surface import SurfaceScan
+from .types import Scenario
 
 IMAGE = "/camera/image_raw"
 TOPICS = {
@@ -49,7 +49,7 @@ def _tf(parent: str, child: str, matrix: Any, stamp_ns: int, distro: str) -> Any
 
 
 def messages(
-    scan: SurfaceScan,
+    scan: Scenario,
     *,
     start_ns: int = 1_000_000_000,
     compressed: str = "",
@@ -59,7 +59,7 @@ def messages(
     base: str = "base_link",
 ) -> Iterator[Timed]:
     """Every message of the scenario in time order. ``compressed``: "" (raw) or "jpeg"/"png"."""
-    optical = scan.config.optical_frame
+    optical = scan.optical_frame
     yield Timed(start_ns, "/tf_static", _tf(base, optical, scan.base_from_optical(), 0, distro))
     for view in scan.views(start_ns):
         t = view.stamp_ns
@@ -67,10 +67,10 @@ def messages(
                                              clock=ns_to_stamp(t, distro)))  # fmt: skip
         yield Timed(t, "/tf", _tf(world, base, view.world_from_base, t, distro))
         yield Timed(t, "/camera/camera_info", model_to_camera_info(scan.camera, t, distro))
-        if depth:
+        if depth and view.depth_m is not None:
             frame = Frame(view.depth_m, "32FC1", t, optical)
             yield Timed(t, "/camera/depth/image_raw", frame_to_msg(frame, distro))
-        frame = Frame(view.image, "rgb8", t, optical)
+        frame = Frame(view.image, view.encoding, t, optical)
         if compressed:
             message = frame_to_compressed(frame, compressed, distro=distro)
             yield Timed(t, IMAGE + "/compressed", message)
@@ -78,7 +78,7 @@ def messages(
             yield Timed(t, IMAGE, frame_to_msg(frame, distro))
 
 
-def truth_record(scan: SurfaceScan, start_ns: int = 1_000_000_000) -> dict[str, Any]:
+def truth_record(scan: Scenario, start_ns: int = 1_000_000_000) -> dict[str, Any]:
     """The scenario's ground truth as JSON-able data (masks go beside it, see the CLI)."""
     return {
         "scenario": scan.summary(),
@@ -90,7 +90,9 @@ def truth_record(scan: SurfaceScan, start_ns: int = 1_000_000_000) -> dict[str, 
             {
                 "stamp_ns": v.stamp_ns,
                 "anomalous": v.truth.anomalous,
-                "anomalous_px": int(v.truth.mask.sum()),
+                "anomalous_px": None if v.truth.mask is None else int(v.truth.mask.sum()),
+                "category": v.truth.category,
+                "source": v.source,
                 "defects": [d.id for d in v.truth.defects],
             }
             for v in scan.views(start_ns)

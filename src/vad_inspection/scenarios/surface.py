@@ -160,6 +160,14 @@ class SurfaceScan:
             path += [(float(row), float(col)) for col in cols_along]
         return path
 
+    @property
+    def optical_frame(self) -> str:
+        return self.config.optical_frame
+
+    @property
+    def frame_count(self) -> int:
+        return len(self.path)
+
     def world_from_optical(self, row: float, col: float) -> np.ndarray:
         """The optical frame's pose when centred over mosaic pixel (row, col)."""
         c = self.config
@@ -199,7 +207,8 @@ class SurfaceScan:
     def summary(self) -> dict[str, object]:
         c = self.config
         return {
-            "name": c.name, "frames": len(self.path), "defects": len(self.defects),
+            "name": c.name, "kind": "surface", "encoding": "rgb8", "frames": len(self.path),
+            "defects": len(self.defects),
             "mosaic_px": list(self.mosaic.mask.shape), "mpp": c.mpp, "distance_m": c.distance,
             "rate_hz": c.rate_hz, "speed_m_s": c.speed,
         }  # fmt: skip

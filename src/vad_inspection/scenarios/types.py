@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -27,11 +29,13 @@ class DefectTruth:
 
 @dataclass(frozen=True)
 class FrameTruth:
-    """Per frame: anomalous or not, the pixel mask, the defects whose centroid is in view."""
+    """Per frame: anomalous or not, the pixel mask (None where unknown), the defects whose
+    centroid is in view, and the frame's category where the data has classes."""
 
     anomalous: bool
-    mask: np.ndarray
+    mask: np.ndarray | None
     defects: tuple[DefectTruth, ...]
+    category: str = ""
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,28 @@ class View:
 
     stamp_ns: int
     image: np.ndarray
-    depth_m: np.ndarray
+    depth_m: np.ndarray | None
     world_from_base: np.ndarray
     truth: FrameTruth
-    origin: tuple[int, int]
+    origin: tuple[int, int] = (0, 0)
+    source: str = ""  # the dataset sample the frame shows
+    encoding: str = "rgb8"  # how ``image`` travels (``8UC6`` for six bands)
+
+
+class Scenario(Protocol):
+    """What the stream writer needs of a scenario."""
+
+    camera: Any
+    defects: list[DefectTruth]
+
+    @property
+    def optical_frame(self) -> str: ...
+
+    @property
+    def frame_count(self) -> int: ...
+
+    def base_from_optical(self) -> np.ndarray: ...
+
+    def views(self, start_ns: int = 0) -> Iterator[View]: ...
+
+    def summary(self) -> dict[str, object]: ...
