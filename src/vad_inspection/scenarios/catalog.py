@@ -1,16 +1,17 @@
 """Scenario descriptions (YAML under ``sim/``) to scenarios.
 
-A description names its kind (``scenario: surface`` or ``traverse``), the dataset spec it lays
-out (``{data}`` stands for the data root, ``../shared/data`` by default) and the kind's settings
-under a key of the kind's name. A name is looked up in ``$VAD_INSPECTION_SIM_DIR``, then the
-repository's ``sim/``, then the ROS 2 install's ``share/vad_inspection/sim``; a path is read as
-it is.
+A description names its kind (``scenario: surface``, ``traverse`` or ``orbit``), the dataset spec
+it lays out (``{data}`` stands for the data root, ``../shared/data`` by default) and the kind's
+settings under a key of the kind's name. A name is looked up in ``$VAD_INSPECTION_SIM_DIR``,
+then the repository's ``sim/``, then the ROS 2 install's ``share/vad_inspection/sim``; a path is
+read as it is.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +19,40 @@ import yaml
 
 from ..data import open_dataset
 from ..data.types import DatasetError
+from .orbit import OrbitConfig, OrbitPass
 from .surface import SurfaceConfig, SurfaceScan
 from .traverse import RoverTraverse, TraverseConfig
 from .types import Scenario, ScenarioError
 
-#: scenario kind -> (its settings class, the scenario built from a dataset and those settings)
-KINDS: dict[str, tuple[type, Any]] = {
-    "surface": (SurfaceConfig, SurfaceScan),
-    "traverse": (TraverseConfig, RoverTraverse),
+
+def _on_dataset(scenario: Callable[[Any, Any], Scenario]) -> Callable[[str, Any], Scenario]:
+    """A scenario over an :func:`open_dataset` spec."""
+
+    def build(spec: str, config: Any) -> Scenario:
+        try:
+            dataset = open_dataset(spec)
+        except DatasetError as error:
+            raise ScenarioError(f"{config.name}: dataset: {error}") from None
+        return scenario(dataset, config)
+
+    return build
+
+
+def _on_strips(spec: str, config: OrbitConfig) -> Scenario:
+    """The orbit pass lays whole strips: ``lroc_nac:<folder>``."""
+    kind, _, root = spec.partition(":")
+    if kind != "lroc_nac" or not root:
+        raise ScenarioError(
+            f"{config.name}: an orbit pass flies over 'lroc_nac:<folder>', not {spec!r}"
+        )
+    return OrbitPass(root, config)
+
+
+#: scenario kind -> (its settings class, the scenario from a dataset spec and those settings)
+KINDS: dict[str, tuple[type, Callable[[str, Any], Scenario]]] = {
+    "surface": (SurfaceConfig, _on_dataset(SurfaceScan)),
+    "traverse": (TraverseConfig, _on_dataset(RoverTraverse)),
+    "orbit": (OrbitConfig, _on_strips),
 }
 
 
@@ -81,8 +108,4 @@ def load(name: str, data_root: Path | str = Path("../shared/data"), **overrides:
         settings["world_from_plane"] = tuple(tuple(float(v) for v in row)
                                              for row in settings["world_from_plane"])  # fmt: skip
     config = config_class(name=path.stem, **settings)
-    try:
-        dataset = open_dataset(str(spec.get("dataset", "")).format(data=Path(data_root)))
-    except DatasetError as error:
-        raise ScenarioError(f"{path}: dataset: {error}") from None
-    return build(dataset, config)
+    return build(str(spec.get("dataset", "")).format(data=Path(data_root)), config)

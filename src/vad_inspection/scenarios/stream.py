@@ -84,7 +84,14 @@ def truth_record(scan: Scenario, start_ns: int = 1_000_000_000) -> dict[str, Any
         "scenario": scan.summary(),
         "world_frame": "map",
         "defects": [
-            {"id": d.id, "position": list(d.position), "area_px": d.area_px} for d in scan.defects
+            {
+                "id": d.id,
+                "position": list(d.position),
+                "area_px": d.area_px,
+                "size_m": d.size_m,
+                "source": d.source,
+            }
+            for d in scan.defects
         ],
         "frames": [
             {

@@ -121,7 +121,15 @@ def defects_of(mosaic: Mosaic, config: SurfaceConfig, min_px: int = 20) -> list[
 class SurfaceScan:
     """The scenario: frames, camera model, poses and truth, in time order (pure: no transport)."""
 
-    def __init__(self, dataset: Dataset, config: SurfaceConfig) -> None:
+    def __init__(
+        self,
+        dataset: Dataset | None,
+        config: SurfaceConfig,
+        mosaic: Mosaic | None = None,
+        defects: list[DefectTruth] | None = None,
+    ) -> None:
+        """A mosaic built from ``dataset`` (cells), or a given ``mosaic`` with its ``defects``
+        (the lunar pass lays whole strips and takes its craters from their tables)."""
         pose = np.asarray(config.world_from_plane, dtype=np.float64)
         rotation = pose[:3, :3] if pose.shape == (4, 4) else np.zeros((3, 3))
         if not (np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-6)
@@ -131,8 +139,13 @@ class SurfaceScan:
                 "(columns u, v, normal right-handed: u x v = normal)"
             )
         self.config = config
-        self.mosaic = build_mosaic(dataset, config)
-        self.defects = defects_of(self.mosaic, config)
+        if mosaic is None:
+            if dataset is None:
+                raise ScenarioError(f"{config.name}: a surface scan needs a dataset or a mosaic")
+            mosaic = build_mosaic(dataset, config)
+        self.mosaic = mosaic
+        self.defects = defects_of(mosaic, config) if defects is None else defects
+        self.encoding = "mono8" if mosaic.image.ndim == 2 else "rgb8"
         fx = config.distance / config.mpp
         cx, cy = (config.width - 1) / 2, (config.height - 1) / 2
         self.camera = CameraModel(
@@ -202,12 +215,13 @@ class SurfaceScan:
                 world_from_base=world_from_optical @ optical_from_base,
                 truth=FrameTruth(bool(mask.any()), np.ascontiguousarray(mask), tuple(seen)),
                 origin=(r0, c0),
+                encoding=self.encoding,
             )
 
     def summary(self) -> dict[str, object]:
         c = self.config
         return {
-            "name": c.name, "kind": "surface", "encoding": "rgb8", "frames": len(self.path),
+            "name": c.name, "kind": "surface", "encoding": self.encoding, "frames": len(self.path),
             "defects": len(self.defects),
             "mosaic_px": list(self.mosaic.mask.shape), "mpp": c.mpp, "distance_m": c.distance,
             "rate_hz": c.rate_hz, "speed_m_s": c.speed,

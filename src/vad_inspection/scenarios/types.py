@@ -18,13 +18,16 @@ class ScenarioError(SetupError, ValueError):
 @dataclass(frozen=True)
 class DefectTruth:
     """One distinct defect: an id, its 3-D position in the world frame, where it is on the
-    surface (mosaic row, col of its centroid), its box and area in mosaic pixels."""
+    surface (mosaic row, col of its centroid), its box and area in mosaic pixels; its size in
+    metres and what it is in the source data, where known (a crater's diameter and table row)."""
 
     id: str
     position: tuple[float, float, float]
     mosaic_rc: tuple[float, float]
     box: tuple[int, int, int, int]
     area_px: int
+    size_m: float = 0.0
+    source: str = ""
 
 
 @dataclass(frozen=True)
