@@ -76,6 +76,7 @@ setup(
             # ROS 2 nodes: `ros2 run vad_inspection <name>` finds them in lib/vad_inspection/,
             # and config/graph.yaml names them as each node kind's executable.
             "detector = vad_inspection.nodes.detector:main",
+            "player = vad_inspection.nodes.player:main",
         ],
     },
 )

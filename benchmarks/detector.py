@@ -51,6 +51,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from vad_inspection.eval.resources import ProcessCpu  # noqa: E402
 from vad_inspection.msgs.defaults import new_message  # noqa: E402
 from vad_inspection.msgs.image import Frame, frame_to_msg  # noqa: E402
 from vad_inspection.msgs.time import stamp_to_ns  # noqa: E402
@@ -78,18 +79,6 @@ def camera_frames(data: Path, count: int, defect_every: int, seed: int) -> list[
             raise SystemExit(f"cannot read {path}")
         frames.append(np.repeat(cv2.resize(gray, (WIDTH, HEIGHT))[..., None], 3, axis=2))
     return frames
-
-
-class CpuClock:
-    """User + system CPU seconds of a process, from /proc (Linux)."""
-
-    def __init__(self, pid: int) -> None:
-        self.path = Path(f"/proc/{pid}/stat")
-        self.tick = os.sysconf("SC_CLK_TCK")
-
-    def seconds(self) -> float:
-        fields = self.path.read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / self.tick
 
 
 def stream(bus: Any, pub: Any, frames: list[np.ndarray], rate: float, scores: list) -> dict:
@@ -168,7 +157,7 @@ def main() -> None:
     ]  # fmt: skip
     log = open(log_path, "w")  # noqa: SIM115 -- the child writes to it for the whole run
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
-    cpu = CpuClock(proc.pid)
+    cpu = ProcessCpu(proc.pid)
     results: dict[str, Any] = {
         "machine": f"{platform.node()} ({os.cpu_count()} cores, {platform.processor() or 'cpu'})",
         "python": platform.python_version(),

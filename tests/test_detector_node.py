@@ -22,6 +22,7 @@ from vad_inspection.msgs import cdr
 from vad_inspection.msgs.anomaly import parse_tags
 from vad_inspection.msgs.defaults import new_message
 from vad_inspection.msgs.image import Frame, frame_to_compressed, frame_to_msg, msg_to_frame
+from vad_inspection.msgs.time import stamp_to_ns
 from vad_inspection.nodes.base import State
 from vad_inspection.nodes.detector import DetectorNode
 from vad_inspection.transport import LATCHED, SENSOR_DATA, ParameterError, QoS, create_bus
@@ -254,12 +255,16 @@ def test_bad_inputs_are_counted_once_logged_and_the_node_goes_on(
     odd = s3.image_msg(broken, NS)
     odd.encoding = "yuv422_weird"
     rig.image_pub.publish(odd)
+    rig.pump(lambda: len(scores) == 1)  # one at a time: a busy worker keeps only the newest
     rig.image_pub.publish(odd)
-    rig.pump(lambda: rig.node.problems.counts["undecodable image"] == 2)
+    rig.pump(lambda: rig.node.problems.counts["undecodable image"] == 2 and len(scores) == 2)
+    # refused frames are answered with an empty result, so a waiting consumer knows
+    assert [(stamp_to_ns(m.header.stamp), list(m.results)) for m in scores] == [(NS, []), (NS, [])]
     rig.image_pub.publish(s3.image_msg(broken[:100, :120], 2 * NS))  # size change mid-stream
-    rig.pump(lambda: len(scores) == 1)
+    rig.pump(lambda: len(scores) == 3)
     rig.image_pub.publish(s3.image_msg(broken, 3 * NS))
-    rig.pump(lambda: len(scores) == 2)
+    rig.pump(lambda: len(scores) == 4)
+    assert all(len(m.results) == 1 for m in scores[2:])
     counts = rig.node.problems.counts
     assert counts["image size changed"] == 1
     assert counts["defect not placed in 3-D"] >= 1  # no camera_info: 2-D goes on, 3-D says why
@@ -268,7 +273,7 @@ def test_bad_inputs_are_counted_once_logged_and_the_node_goes_on(
     rig.info_pub.publish(s3.camera_info())
     rig.pump(lambda: rig.node.camera is not None)
     rig.image_pub.publish(s3.image_msg(broken, 4 * NS))
-    rig.pump(lambda: len(scores) == 3)
+    rig.pump(lambda: len(scores) == 5)
     assert "TransformUnavailable" in caplog.text or "unknown frame" in caplog.text.lower()
 
 
@@ -290,10 +295,11 @@ def test_corrupt_compressed_frames_and_nan_depth(
     depth_pub.publish(frame_to_msg(Frame(nan, "32FC1", 2 * NS, "camera_optical")))
     rig.pump(lambda: rig.node.camera is not None and rig.node._depths)
     pub.publish(corrupt)
-    rig.pump(lambda: rig.node.problems.counts["undecodable image"] == 1)
+    rig.pump(lambda: rig.node.problems.counts["undecodable image"] == 1 and len(scores) == 1)
+    assert not scores[0].results  # refused, answered empty
     pub.publish(good)
-    rig.pump(lambda: len(scores) == 1)
-    assert scores[0].results[0].score > 0.5
+    rig.pump(lambda: len(scores) == 2)
+    assert scores[1].results[0].score > 0.5
     assert rig.node.problems.counts["defect not placed in 3-D"] >= 1
     assert "no valid depth in the region" in caplog.text
 

@@ -30,6 +30,7 @@ import numpy as np
 __all__ = [
     "LatencyStats",
     "PeakMemory",
+    "ProcessCpu",
     "array_footprint",
     "file_footprint",
     "measure_latency",
@@ -324,3 +325,20 @@ class PeakMemory:
     def peak_traced_mb(self) -> float:
         """Peak of ``tracemalloc``-traced allocations above the level at entry, MiB."""
         return self._result(2)
+
+
+class ProcessCpu:
+    """User + system CPU seconds of a process (this one by default), so a run can report cores
+    used (CPU seconds over wall seconds; 1.0 = one core busy). Another process is read from
+    ``/proc/<pid>/stat`` (Linux)."""
+
+    def __init__(self, pid: int | None = None) -> None:
+        self.pid = pid
+        self._tick = os.sysconf("SC_CLK_TCK") if pid is not None else 0
+
+    def seconds(self) -> float:
+        if self.pid is None:
+            times = os.times()
+            return times.user + times.system
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self._tick

@@ -18,7 +18,8 @@ It never blocks: the subscription callback only parks the newest frame; inferenc
 worker thread, so timers and services answer during inference; a frame arriving while the worker
 is busy replaces the parked one, and the replaced one is counted as dropped. A bad input (unknown
 encoding, corrupt JPEG, a size change, NaN depth, a missing transform) is logged once per cause,
-counted in diagnostics, and the node goes on.
+counted in diagnostics, answered on ``~/score`` with a Classification that has no result (so a
+consumer waiting for that frame knows it was seen and refused), and the node goes on.
 """
 
 from __future__ import annotations
@@ -348,11 +349,22 @@ class DetectorNode(LifecycleNode):
             return compressed_to_frame(msg)
         return msg_to_frame(msg)
 
+    def _refuse(self, msg: Any, cause: str, detail: str) -> None:
+        """Count and log the bad frame, and answer it with a score holding no result, so a
+        consumer waiting for this frame (a closed-loop replay, a recorder) knows it was seen."""
+        self.problems.report(cause, detail)
+        head = getattr(msg, "header", None)
+        if head is None:
+            return
+        self.pub["score"].publish(
+            new_message("vision_msgs/msg/Classification", self.bus.distro, header=head, results=[])
+        )
+
     def _process(self, msg: Any, received_ns: int) -> None:
         try:
             frame = self._decode(msg)
         except FrameError as error:
-            self.problems.report("undecodable image", str(error))
+            self._refuse(msg, "undecodable image", str(error))
             return
         size = (frame.width, frame.height)
         if self._last_size is not None and size != self._last_size:
@@ -369,7 +381,7 @@ class DetectorNode(LifecycleNode):
         try:
             result = detector(frame.image, frame.encoding)
         except FrameError as error:
-            self.problems.report("unscorable image", str(error))
+            self._refuse(msg, "unscorable image", str(error))
             return
         depth, why = self._depth_for(frame.stamp_ns)
         defects = self.placer.defects(

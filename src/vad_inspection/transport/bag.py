@@ -266,6 +266,40 @@ class BagReader:
         """Topic -> message type name, for every topic in the bag."""
         return {c.topic: c.msgtype for c in self._connections}
 
+    def time_span(self) -> tuple[int, int]:
+        """First and last message time (ns) from the bag's metadata, without reading it."""
+        try:
+            start = int(self._reader.start_time)
+            end = int(self._reader.end_time)
+        except Exception as exc:
+            raise BagError(f"{self.path}: no time range in the metadata: {_why(exc)}") from exc
+        return start, max(start, end - 1)  # rosbag2 counts the duration one past the last
+
+    def offered_qos(self) -> dict[str, Any]:
+        """Topic -> the transport ``QoS`` its publisher offered when recorded (None: not
+        recorded), so a player re-offers what the recorder saw: a latched ``/tf_static`` stays
+        latched, a best-effort camera stays best effort."""
+        from .qos import Durability, History, QoS, Reliability
+
+        offered: dict[str, Any] = {}
+        for c in self._connections:
+            profiles = getattr(getattr(c, "ext", None), "offered_qos_profiles", None) or []
+            qos = None
+            for p in profiles:
+                try:
+                    history = History(p.history.name.lower())
+                    qos = QoS(
+                        Reliability(p.reliability.name.lower()),
+                        Durability(p.durability.name.lower()),
+                        history,
+                        max(int(p.depth), 1) if history is History.KEEP_LAST else 0,
+                    )
+                    break
+                except (AttributeError, ValueError):  # SYSTEM_DEFAULT, UNKNOWN: leave it open
+                    continue
+            offered.setdefault(c.topic, qos)
+        return offered
+
     def message_counts(self) -> dict[str, int]:
         """Topic -> number of messages stored."""
         counts: dict[str, int] = {}

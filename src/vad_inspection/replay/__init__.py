@@ -1,0 +1,1 @@
+"""Offline replay of bags into the detector, and its report."""
