@@ -17,9 +17,9 @@ from vad_inspection.msgs.image import Frame, frame_to_msg, msg_to_frame
 from vad_inspection.msgs.time import header, stamp_to_ns
 from vad_inspection.nodes.player import PlayerNode, _header_stamp
 from vad_inspection.transport import DEFAULT, LATCHED, SENSOR_DATA, QoS, create_bus
-from vad_inspection.transport.qos import Reliability
 from vad_inspection.transport.bag import BagWriter
 from vad_inspection.transport.local import LocalGraph
+from vad_inspection.transport.qos import Reliability
 
 NS = 1_000_000_000
 T0 = 5 * NS
