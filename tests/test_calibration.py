@@ -52,3 +52,12 @@ def test_chosen_threshold_keeps_the_spread_of_its_scores() -> None:
 def test_bad_calibration_input_is_refused(scores, kwargs, message) -> None:
     with pytest.raises(CalibrationError, match=message):
         from_normal_scores(np.array(scores), **kwargs)
+
+
+def test_unclipped_normalisation_keeps_the_order_far_from_the_threshold() -> None:
+    from vad_inspection.vad.calibration import Calibration
+
+    cal = Calibration(threshold=1.0, low=0.0, high=1.0, rule="k", samples=10)
+    far = np.array([-5.0, -3.0, 1.0, 4.0])
+    assert cal.normalize(far).tolist() == [0.0, 0.0, 0.5, 1.0]  # clipped: the two lows tie
+    assert cal.normalize(far, clip=False).tolist() == [-5.5, -3.5, 0.5, 3.5]

@@ -27,8 +27,9 @@ def test_score_and_2d_detections(distro: str) -> None:
     msg = _round_trip(anomaly.score_message(result, 5_000_000_123, "cam", distro),
                       "vision_msgs/msg/Classification", distro)  # fmt: skip
     assert msg.header.frame_id == "cam" and msg.header.stamp.nanosec == 123
-    [hyp] = msg.results
+    hyp, raw = msg.results
     assert hyp.class_id == "anomaly" and hyp.score == pytest.approx(0.8)
+    assert raw.class_id == "anomaly_raw" and raw.score == pytest.approx(2.5)  # keeps the order
     msg = _round_trip(anomaly.detections_2d([PLACED, FLAT], 7, "cam", distro),
                       "vision_msgs/msg/Detection2DArray", distro)  # fmt: skip
     first, second = msg.detections

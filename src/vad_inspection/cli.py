@@ -103,7 +103,7 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
 
 
 #: node name -> module whose ``main(argv)`` runs it (imported only when asked for)
-NODES = {"detector": "vad_inspection.nodes.detector"}
+NODES = {"detector": "vad_inspection.nodes.detector", "player": "vad_inspection.nodes.player"}
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -139,7 +139,12 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="TOPIC",
         help="learn from the next --frames frames of a live camera topic (sensor_msgs/Image)",
     )
-    fit.add_argument("--frames", type=int, default=200, help="--from-topic: how many")
+    source.add_argument(
+        "--from-bag", type=Path, metavar="BAG",
+        help="learn from the camera frames of a rosbag2 bag (e.g. a clean pass of a scenario)",
+    )  # fmt: skip
+    fit.add_argument("--frames", type=int, default=200,
+                     help="--from-topic / --from-bag: how many")  # fmt: skip
     fit.add_argument("--compressed", action="store_true",
                      help="--from-topic: the topic is sensor_msgs/CompressedImage")  # fmt: skip
     fit.add_argument("--transport", choices=("dds", "ros"), default="dds",
@@ -186,7 +191,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "sim", help="write a scenario (camera stream with ground truth) to a rosbag2 bag"
     )
     sim.add_argument(
-        "scenario", help="a name from sim/ (crack_wall, crack_floor, tile_part) or a YAML"
+        "scenario",
+        help="a name from sim/ (crack_wall, crack_floor, tile_part, mars_traverse, "
+        "mars_multispectral, lunar_orbit) or a YAML",
     )
     sim.add_argument("-o", "--out", type=Path, required=True, help="bag to write (a new folder)")
     sim.add_argument("--data-root", type=Path, default=Path("../shared/data"))
@@ -197,6 +204,26 @@ def _build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--no-depth", action="store_true", help="leave out the depth image")
     sim.add_argument("--set", action="append", metavar="KEY=VALUE",
                      help="override a scenario setting, e.g. rate_hz=5 (repeat)")  # fmt: skip
+
+    rp = sub.add_parser(
+        "replay",
+        help="replay a rosbag2 bag into the detector; report scores against its ground truth",
+    )
+    rp.add_argument("bag", type=Path, help="rosbag2 bag (folder, .mcap or .db3)")
+    rp.add_argument("--model", type=Path, required=True, help="model file (.vad)")
+    rp.add_argument("-o", "--out", type=Path, default=None,
+                    help="report folder (default: <bag>.replay)")  # fmt: skip
+    rp.add_argument("--transport", choices=("local", "dds"), default="local",
+                    help="local: one process; dds: the detector in its own process")  # fmt: skip
+    rp.add_argument("--rate", type=float, default=None,
+                    help="play at this multiple of real time instead of closed loop")  # fmt: skip
+    rp.add_argument("--threshold", type=float, default=0.5, help="normalised decision threshold")
+    rp.add_argument("--match-radius", type=float, default=0.15,
+                    help="a placed defect this close (m) to a true one finds it")  # fmt: skip
+    rp.add_argument("--timeout", type=float, default=30.0, help="longest wait for a score (s)")
+    rp.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                    help="a detector parameter, e.g. plane_frame:=map (repeat)")  # fmt: skip
+    rp.add_argument("--no-progress", action="store_true")
 
     demo = sub.add_parser("demo", help="the main job: evaluate on the real datasets beside us")
     demo.add_argument("--data-root", type=Path, default=Path("../shared/data"))
@@ -244,8 +271,9 @@ def _fit(args: argparse.Namespace) -> int:
     options = parse_options(args.method, args.option or ())
     if args.coreset_ratio is not None:
         options["coreset_ratio"] = args.coreset_ratio
-    if args.from_topic:
-        train, held_out = pipeline.hold_out(_frames_from_topic(args))
+    if args.from_topic or args.from_bag:
+        frames = _frames_from_topic(args) if args.from_topic else _frames_from_bag(args)
+        train, held_out = pipeline.hold_out(frames)
         model, report = pipeline.fit_images(
             args.method, train, held_out, _common(args, args.size),
             threshold_k=args.threshold_k, threshold_quantile=args.threshold_quantile, **options,
@@ -272,6 +300,16 @@ def _fit(args: argparse.Namespace) -> int:
     else:
         print(f"no calibration (fewer than 2 held-out images); wrote {path}")
     return 0
+
+
+def _frames_from_bag(args: argparse.Namespace) -> list:
+    from vad_inspection.replay.run import bag_frames
+
+    frames, streams = bag_frames(args.from_bag, args.frames)
+    print(
+        f"took {len(frames)} of the {streams.frames} frames on {streams.image} in {args.from_bag}"
+    )
+    return frames
 
 
 def _frames_from_topic(args: argparse.Namespace) -> list:
@@ -338,6 +376,48 @@ def _sim(args: argparse.Namespace) -> int:
         masks_path = args.out.with_name(args.out.name + ".masks.npz")
         np.savez_compressed(masks_path, **masks)
         print(f"  masks {masks_path}")
+    return 0
+
+
+def _replay(args: argparse.Namespace) -> int:
+    import yaml
+
+    from vad_inspection.progress import progress_bar
+    from vad_inspection.replay.html import write_report
+    from vad_inspection.replay.run import ReplayConfig, replay
+
+    params = []
+    for pair in args.param:
+        key, sep, text = pair.partition(":=")
+        if not sep:
+            raise VadError(f"-p {pair!r}: expected NAME:=VALUE")
+        params.append((key, yaml.safe_load(text)))
+    config = ReplayConfig(
+        bag=args.bag, model=args.model, transport=args.transport, rate=args.rate or 0.0,
+        closed_loop=args.rate is None, timeout_s=args.timeout, threshold=args.threshold,
+        match_radius_m=args.match_radius, detector_params=tuple(params),
+    )  # fmt: skip
+    with progress_bar(desc=f"replay {args.bag.name}", unit="frame",
+                      enabled=not args.no_progress) as bar:  # fmt: skip
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        report, worst, best = replay(config, progress)
+    out = args.out or args.bag.with_name(args.bag.name + ".replay")
+    json_path, html_path = write_report(out, report, worst, best)
+    run, figures = report["run"], report["metrics"]
+    latency = run["latency_ms"] or {}
+    print(f"{report['verdict']}")
+    print(f"  frames scored {run['frames_scored']}/{run['frames_sent']}, missed {run['missed']}, "
+          f"latency p50 {latency.get('p50', float('nan')):.1f} ms, "
+          f"{run['mean_rate_hz']:.1f} frames/s, CPU {run['cpu_cores']:.2f} cores")  # fmt: skip
+    shown = {k: v for k, v in figures.items() if isinstance(v, float) and k != "threshold"}
+    print("  " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
+    if figures.get("defects_total"):
+        print(f"  defects found {figures['defects_found']}/{figures['defects_total']}")
+    print(f"  report {html_path}\n  json   {json_path}")
     return 0
 
 
@@ -424,6 +504,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _export(args)
         if args.command == "sim":
             return _sim(args)
+        if args.command == "replay":
+            return _replay(args)
         if args.command == "eval" and args.model_file:
             return _eval_files(args)
         if args.command == "eval":

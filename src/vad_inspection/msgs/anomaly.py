@@ -31,6 +31,7 @@ from .defaults import new_message
 from .time import header
 
 ANOMALY_CLASS = "anomaly"
+RAW_CLASS = "anomaly_raw"  # the model's raw score, second in ~/score
 
 # diagnostic_msgs/DiagnosticStatus levels
 OK, WARN, ERROR, STALE = 0, 1, 2, 3
@@ -40,9 +41,9 @@ _CUBE, _TEXT = 1, 9
 _ADD, _DELETEALL = 0, 3
 
 
-def _hypothesis(score: float, distro: str) -> Any:
+def _hypothesis(score: float, distro: str, class_id: str = "anomaly") -> Any:
     return new_message(
-        "vision_msgs/msg/ObjectHypothesis", distro, class_id=ANOMALY_CLASS, score=float(score)
+        "vision_msgs/msg/ObjectHypothesis", distro, class_id=class_id, score=float(score)
     )
 
 
@@ -54,13 +55,16 @@ def _pose(position: Sequence[float], distro: str) -> Any:
 
 
 def score_message(result: FrameResult, stamp_ns: int, frame_id: str, distro: str = "jazzy") -> Any:
-    """The frame's verdict: normalised score (raw when uncalibrated) as class ``anomaly``."""
+    """The frame's verdict: normalised score (raw when uncalibrated) as class ``anomaly``, then
+    the model's raw score as class ``anomaly_raw``: the normalised one is clipped to [0, 1], so
+    clearly normal frames all read 0, and whoever ranks frames (a recorder, an evaluation) needs
+    the raw one, which keeps their order."""
     score = result.normalized if result.normalized is not None else result.score
     return new_message(
         "vision_msgs/msg/Classification",
         distro,
         header=header(stamp_ns, frame_id, distro),
-        results=[_hypothesis(score, distro)],
+        results=[_hypothesis(score, distro), _hypothesis(result.score, distro, RAW_CLASS)],
     )
 
 

@@ -39,14 +39,17 @@ class Calibration:
     rule: str
     samples: int
 
-    def normalize(self, scores: np.ndarray) -> np.ndarray:
-        """Map raw scores so that the threshold is 0.5, clipped to [0, 1].
+    def normalize(self, scores: np.ndarray, clip: bool = True) -> np.ndarray:
+        """Map raw scores so that the threshold is 0.5, clipped to [0, 1] unless ``clip`` is
+        False (then scores far below or above keep their order, which ranking metrics need:
+        clipped, every clearly normal frame ties at 0).
 
         Linear, with the calibration set's range as the unit: a score one range above the
         threshold is 1. Min-max normalisation about the threshold, as the reference library does.
         """
         span = max(self.high - self.low, 1e-12)
-        return np.clip((np.asarray(scores, np.float64) - self.threshold) / span + 0.5, 0, 1)
+        linear = (np.asarray(scores, np.float64) - self.threshold) / span + 0.5
+        return np.clip(linear, 0, 1) if clip else linear
 
     def is_anomalous(self, scores: np.ndarray) -> np.ndarray:
         return np.asarray(scores) >= self.threshold

@@ -123,10 +123,12 @@ class PostProcessor:
         return None if threshold is None else np.asarray(scores) >= threshold
 
     def heat(self, maps: np.ndarray) -> np.ndarray:
-        """Maps on the normalised scale (float32); uncalibrated, each map min-max stretched."""
+        """Maps on the normalised scale (float32, 0.5 = threshold, not clipped: pixels far from
+        the threshold keep their order, so pixel metrics on published maps stay meaningful; the
+        overlay and region scores clip to [0, 1]); uncalibrated, each map min-max stretched."""
         cal = self.pixel_calibration
         if cal is not None:
-            return cal.normalize(maps).astype(np.float32)
+            return cal.normalize(maps, clip=False).astype(np.float32)
         maps = np.asarray(maps, np.float32)
         low = maps.min(axis=(-2, -1), keepdims=True)
         span = np.maximum(maps.max(axis=(-2, -1), keepdims=True) - low, 1e-12)
@@ -215,8 +217,8 @@ def regions(mask: np.ndarray, heat: np.ndarray, min_area: int = 0) -> tuple[Regi
             Region(
                 bbox=(x, y, w, h),
                 area=area,
-                peak=float(values.max()),
-                mean=float(values.mean()),
+                peak=float(np.clip(values.max(), 0.0, 1.0)),
+                mean=float(np.clip(values.mean(), 0.0, 1.0)),
                 centroid=(float(centroids[label][0]), float(centroids[label][1])),
                 mask=own,
             )

@@ -1,0 +1,431 @@
+"""``vad-inspection replay``: a bag through the player into the detector, scored against its truth.
+
+The graph is the robot's: the :class:`~vad_inspection.nodes.player.PlayerNode` publishes the bag,
+the :class:`~vad_inspection.nodes.detector.DetectorNode` scores it, and a collector listens to
+the detector's ``~/score``, ``~/anomaly_map`` and ``~/defects`` as any other consumer would. On
+``local`` all three share one process (in-process bus, CDR on every hop); on ``dds`` the
+detector runs in its own process (``vad-inspection run detector``) over Cyclone DDS, as on a
+robot. By default the player runs closed-loop as fast as the detector answers, so the run loses
+no frame and repeats exactly; ``rate`` > 0 plays in (scaled) real time instead, where a slow
+model misses frames and the report counts them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import SetupError
+from ..eval.resources import ProcessCpu
+from ..msgs.anomaly import RAW_CLASS
+from ..msgs.image import compressed_to_frame, msg_to_frame, to_rgb
+from ..msgs.time import stamp_to_ns
+from ..nodes.detector import DetectorNode
+from ..nodes.player import PlayerNode
+from ..transport import DEFAULT, SENSOR_DATA, Bus, create_bus
+from ..transport.bag import BagReader
+from ..viz import overlay
+from . import scoring
+from .html import GalleryItem
+from .playback import IMAGE_TYPES
+
+GALLERY = 6
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    bag: Path
+    model: Path
+    transport: str = "local"  # local | dds
+    rate: float = 0.0  # 0: as fast as the detector answers
+    closed_loop: bool = True
+    timeout_s: float = 30.0  # longest wait for one frame's score (closed loop), or for the end
+    threshold: float = 0.5
+    match_radius_m: float = 0.15
+    detector_params: tuple[tuple[str, Any], ...] = ()  # extra detector parameters
+
+
+@dataclass
+class Streams:
+    """What the bag holds for the detector."""
+
+    image: str
+    image_type: str
+    camera_info: str | None
+    depth: str | None
+    frames: int
+    duration_s: float
+    topics: dict[str, str]
+
+
+def find_streams(bag: BagReader) -> Streams:
+    topics = bag.topics()
+    counts = bag.message_counts()
+    images = [t for t, typ in topics.items() if typ in IMAGE_TYPES and "depth" not in t]
+    if not images:
+        raise SetupError(f"{bag.path}: no camera topic (sensor_msgs Image or CompressedImage)")
+    image = sorted(images, key=lambda t: (-counts.get(t, 0), t))[0]
+    infos = [t for t, typ in topics.items() if typ == "sensor_msgs/msg/CameraInfo"]
+    depths = [t for t, typ in topics.items() if typ == "sensor_msgs/msg/Image" and "depth" in t]
+    first, last = bag.time_span()
+    return Streams(
+        image=image,
+        image_type="compressed" if topics[image].endswith("CompressedImage") else "raw",
+        camera_info=infos[0] if infos else None,
+        depth=depths[0] if depths else None,
+        frames=counts.get(image, 0),
+        duration_s=(last - first) / 1e9,
+        topics=topics,
+    )
+
+
+def bag_frames(path: Path, limit: int) -> tuple[list[np.ndarray], Streams]:
+    """Up to ``limit`` camera frames of a bag, spread evenly over it: normal data to fit a model
+    on (a clean pass of the scenario, a recorded patrol) with ``fit --from-bag``."""
+    with BagReader(path) as bag:
+        streams = find_streams(bag)
+        step = max(1, streams.frames // max(limit, 1))
+        decode = compressed_to_frame if streams.image_type == "compressed" else msg_to_frame
+        frames = [
+            np.array(decode(m.decode()).image, copy=True)
+            for index, m in enumerate(bag.messages([streams.image]))
+            if index % step == 0
+        ][:limit]
+    return frames, streams
+
+
+def load_truth(bag: Path) -> tuple[dict[str, Any] | None, dict[int, np.ndarray]]:
+    """``<bag>.truth.json`` and ``<bag>.masks.npz`` beside the bag, where they exist."""
+    base = bag.with_suffix("") if bag.is_file() else bag
+    truth_path = base.with_name(base.name + ".truth.json")
+    masks_path = base.with_name(base.name + ".masks.npz")
+    truth = json.loads(truth_path.read_text()) if truth_path.is_file() else None
+    masks: dict[int, np.ndarray] = {}
+    if masks_path.is_file():
+        with np.load(masks_path) as stored:
+            masks = {int(k): stored[k] for k in stored.files}
+    return truth, masks
+
+
+def sha256_of(path: Path) -> str:
+    """Of a file, or of a bag directory's files in name order (so a copy hashes the same)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(file.name.encode())
+        with open(file, "rb") as stream:
+            for block in iter(lambda: stream.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+class Collector:
+    """The detector's outputs as they arrive, kept per frame stamp."""
+
+    def __init__(self, bus: Bus, node: str, sent_ns: dict[int, int]) -> None:
+        self.outcome = scoring.Outcome()
+        self._sent = sent_ns
+        self._maps: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+        self.subscriptions = [
+            bus.create_subscription(f"/{node}/score", "vision_msgs/msg/Classification",
+                                    self._on_score, DEFAULT),
+            bus.create_subscription(f"/{node}/anomaly_map", "sensor_msgs/msg/Image",
+                                    self._on_map, SENSOR_DATA),
+            bus.create_subscription(f"/{node}/defects", "vision_msgs/msg/Detection3DArray",
+                                    self._on_defects, DEFAULT),
+        ]  # fmt: skip
+
+    @property
+    def scored(self) -> int:
+        return len(self.outcome.frames)
+
+    def _on_score(self, msg: Any) -> None:
+        now = time.monotonic_ns()
+        stamp = stamp_to_ns(msg.header.stamp)
+        score = float(msg.results[0].score) if msg.results else None
+        raw = next((float(r.score) for r in msg.results if r.class_id == RAW_CLASS), None)
+        sent = self._sent.get(stamp)
+        with self._lock:
+            self.outcome.frames[stamp] = scoring.FrameOutcome(
+                stamp,
+                score,
+                None if sent is None else (now - sent) / 1e6,
+                self._maps.pop(stamp, None),
+                now,
+                raw,
+            )
+
+    def _on_map(self, msg: Any) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        # float16 at most 128 px a side: 32 KB a frame, whatever the camera
+        heat = scoring.shrink(np.array(msg_to_frame(msg).image, dtype=np.float32))
+        heat = heat.astype(np.float16)
+        with self._lock:
+            got = self.outcome.frames.get(stamp)
+            if got is not None:
+                got.heat = heat
+            else:
+                self._maps[stamp] = heat
+
+    def _on_defects(self, msg: Any) -> None:
+        for d in msg.detections:
+            p = d.bbox.center.position
+            self.outcome.tags[str(d.id)] = (float(p.x), float(p.y), float(p.z))
+
+
+def _spin_in_thread(bus: Bus, stop: threading.Event) -> threading.Thread:
+    def spin() -> None:
+        while not stop.is_set():
+            bus.spin_once(0.02)
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    return thread
+
+
+def _detector_settings(config: ReplayConfig, streams: Streams) -> tuple[dict, dict]:
+    params = {
+        "model": str(config.model), "autostart": True, "image_type": streams.image_type,
+        "use_depth": streams.depth is not None, "threshold": config.threshold,
+        "image_reliability": "reliable" if config.closed_loop else "best_effort",
+        **dict(config.detector_params),
+    }  # fmt: skip
+    image_in = "image/compressed" if streams.image_type == "compressed" else "image"
+    remaps = {image_in: streams.image}
+    if streams.camera_info:
+        remaps["camera_info"] = streams.camera_info
+    if streams.depth:
+        remaps["depth"] = streams.depth
+    return params, remaps
+
+
+def _player_params(config: ReplayConfig, streams: Streams) -> dict[str, Any]:
+    # closed loop: the detector subscribes to its camera inputs reliably (nothing may be lost),
+    # so the player offers them reliably too, whatever QoS they were recorded with
+    camera = [t for t in (streams.image, streams.camera_info, streams.depth) if t]
+    reliable = [f"{t}=reliable" for t in camera] if config.closed_loop else [""]
+    return {
+        "bag": str(config.bag), "rate": config.rate, "closed_loop": config.closed_loop,
+        "closed_loop_timeout_s": config.timeout_s, "score_topic": "/detector/score",
+        "qos_overrides": reliable,
+    }  # fmt: skip
+
+
+def replay(
+    config: ReplayConfig, on_progress: Callable[[int, int], None] | None = None
+) -> tuple[dict[str, Any], list[GalleryItem], list[GalleryItem]]:
+    """Run the replay; the report (JSON-able) and the worst and best frames with heat maps."""
+    if not config.model.is_file():
+        raise SetupError(f"{config.model}: no such model file")
+    with BagReader(config.bag) as bag:
+        streams = find_streams(bag)
+    truth, masks = load_truth(config.bag)
+    det_params, det_remaps = _detector_settings(config, streams)
+    stop = threading.Event()
+    buses: list[Bus] = []
+    nodes: list[Any] = []
+    threads: list[threading.Thread] = []
+    child: subprocess.Popen | None = None
+    cpu = ProcessCpu()
+    try:
+        if config.transport == "local":
+            from ..transport.local import LocalGraph
+
+            graph = LocalGraph()
+            det_bus = create_bus("local", "detector", graph=graph, parameters=det_params,
+                                 remappings=det_remaps)  # fmt: skip
+            buses.append(det_bus)
+            nodes.append(DetectorNode(det_bus))
+            threads.append(_spin_in_thread(det_bus, stop))
+            options: dict[str, Any] = {"graph": graph}
+        elif config.transport == "dds":
+            child = _start_detector_process(det_params, det_remaps)
+            cpu = ProcessCpu(child.pid)
+            options = {}
+        else:
+            raise SetupError(f"transport {config.transport!r}: use local or dds")
+        player_bus = create_bus(config.transport, "player",
+                                parameters=_player_params(config, streams), **options)  # fmt: skip
+        buses.append(player_bus)
+        player = PlayerNode(player_bus)
+        nodes.append(player)
+        threads.append(_spin_in_thread(player_bus, stop))
+        col_bus = create_bus(config.transport, "replay_collector", **options)
+        buses.append(col_bus)
+        collector = Collector(col_bus, "detector", player.sent_ns)
+        if not player.trigger("configure"):
+            raise SetupError(f"player: {player.last_error}")
+        _wait_for_detector(player_bus, collector, streams, config, child)
+        wall0, cpu0 = time.monotonic(), cpu.seconds()
+        player.trigger("activate")
+        deadline = None
+        while True:
+            col_bus.spin_once(0.05)
+            if on_progress is not None:
+                on_progress(collector.scored, streams.frames)
+            if player.finished.is_set():
+                deadline = deadline or time.monotonic() + (
+                    2.0 if config.closed_loop else config.timeout_s
+                )
+                if collector.scored >= len(player.sent_ns) or time.monotonic() > deadline:
+                    break
+            if child is not None and child.poll() is not None:
+                raise SetupError(f"the detector process exited ({child.returncode})")
+        wall_s = time.monotonic() - wall0
+        cores = (cpu.seconds() - cpu0) / wall_s if wall_s > 0 else 0.0
+        sent = dict(player.sent_ns)
+        unanswered = player.counts["unanswered"]
+        outcome = collector.outcome
+    finally:
+        stop.set()
+        for node in nodes:
+            node.close()
+        for thread in threads:
+            thread.join(5)
+        for bus in reversed(buses):
+            bus.shutdown()
+        if child is not None:
+            child.terminate()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    report = _report(config, streams, truth, masks, outcome, sent, wall_s, cores, unanswered)
+    worst, best = _gallery(config.bag, streams, truth, outcome)
+    return report, worst, best
+
+
+def _start_detector_process(params: dict[str, Any], remaps: dict[str, str]) -> subprocess.Popen:
+    command = [sys.executable, "-m", "vad_inspection.cli", "run", "detector", "--transport", "dds"]
+    for key, value in params.items():
+        text = str(value).lower() if isinstance(value, bool) else str(value)
+        command += ["-p", f"{key}:={text}"]
+    for source, target in remaps.items():
+        command += ["-r", f"{source}:={target}"]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=os.environ.copy())  # fmt: skip
+
+
+def _wait_for_detector(
+    bus: Bus, collector: Collector, streams: Streams, config: ReplayConfig, child: Any
+) -> None:
+    """Until the detector listens to the camera and its score reaches the collector."""
+    pub = next(p for p in bus.publishers if p.topic == bus.resolve(streams.image))
+    deadline = time.monotonic() + max(config.timeout_s, 60.0)
+    score_sub = collector.subscriptions[0]
+    while time.monotonic() < deadline:
+        if pub.subscription_count >= 1 and score_sub.publisher_count >= 1:
+            return
+        if child is not None and child.poll() is not None:
+            err = child.stderr.read().decode(errors="replace") if child.stderr else ""
+            raise SetupError(f"the detector process exited ({child.returncode}):\n{err[-2000:]}")
+        time.sleep(0.05)
+    raise SetupError(f"the detector did not subscribe to {streams.image} within the timeout")
+
+
+def _model_info(path: Path) -> dict[str, Any]:
+    from ..vad import artifact
+
+    meta = dict(artifact.load(path).meta)
+    weights = meta.get("weights") or ("random" if "'weights': 'random'" in str(meta.get("config"))
+                                      else "not recorded in the model file")  # fmt: skip
+    return {"path": str(path), "sha256": sha256_of(path), "method": str(meta.get("method", "?")),
+            "weights": str(weights)}  # fmt: skip
+
+
+def _report(
+    config: ReplayConfig, streams: Streams, truth: dict | None, masks: dict[int, np.ndarray],
+    outcome: scoring.Outcome, sent: dict[int, int], wall_s: float, cores: float, unanswered: int,
+) -> dict[str, Any]:  # fmt: skip
+    why: dict[str, str] = {}
+    frames_truth = (truth or {}).get("frames", [])
+    labels = {int(f["stamp_ns"]): bool(f["anomalous"]) for f in frames_truth}
+    figures: dict[str, Any] = {
+        **scoring.image_metrics(labels, outcome, why),
+        **scoring.pixel_metrics(masks, outcome, why),
+        **scoring.defect_metrics((truth or {}).get("defects", []), outcome,
+                                 config.match_radius_m, why),
+        "threshold": config.threshold,
+    }  # fmt: skip
+    figures["why"] = why
+    text, ok = scoring.verdict(figures)
+    run = scoring.run_figures(outcome, sent, wall_s)
+    mode = "closed loop" if config.closed_loop else f"rate {config.rate:g}x"
+    run.update({"transport": config.transport, "mode": mode, "cpu_cores": cores,
+                "unanswered": unanswered})  # fmt: skip
+    model = _model_info(config.model)
+    caveats = []
+    if model["weights"] != "imagenet":
+        caveats.append(
+            f"backbone weights: {model['weights']}; models fitted here use seeded random "
+            "weights (no pretrained ones can be downloaded), so figures are a floor, not the "
+            "method's"
+        )
+    if masks:
+        caveats.append(f"pixel metrics on maps and masks shrunk to {scoring.PIXEL_SIDE} px a side")
+    categories = {int(f["stamp_ns"]): f.get("category", "") for f in frames_truth}
+    return {
+        "title": f"Replay of {config.bag.name} with {config.model.name}",
+        "bag": {"path": str(config.bag), "sha256": sha256_of(config.bag),
+                "frames": streams.frames, "duration_s": streams.duration_s,
+                "topics": streams.topics, "scenario": (truth or {}).get("scenario")},
+        "model": model,
+        "run": run,
+        "metrics": figures,
+        "by_category": scoring.by_category(frames_truth, outcome, config.threshold),
+        "caveats": caveats,
+        "verdict": text,
+        "verdict_ok": ok,
+        "frames": [
+            {"stamp_ns": s, "score": (got := outcome.frames.get(s)) and got.score,
+             "flagged": bool(got and got.score is not None and got.score >= config.threshold),
+             "truth": labels.get(s), "category": categories.get(s, ""),
+             "latency_ms": got.latency_ms if got else None}
+            for s in sorted(sent)
+        ],
+    }  # fmt: skip
+
+
+def _gallery(
+    bag_path: Path, streams: Streams, truth: dict | None, outcome: scoring.Outcome
+) -> tuple[list[GalleryItem], list[GalleryItem]]:
+    scored = sorted((f for f in outcome.frames.values() if f.score is not None),
+                    key=lambda f: -f.score)  # fmt: skip
+    worst, best = scored[:GALLERY], scored[-GALLERY:][::-1] if len(scored) > GALLERY else []
+    wanted = {f.stamp_ns: f for f in [*worst, *best]}
+    frames_truth = {int(f["stamp_ns"]): f for f in (truth or {}).get("frames", [])}
+    decode = compressed_to_frame if streams.image_type == "compressed" else msg_to_frame
+    pictures: dict[int, np.ndarray] = {}
+    with BagReader(bag_path) as bag:
+        for m in bag.messages([streams.image]):
+            frame = decode(m.decode())
+            got = wanted.get(frame.stamp_ns)
+            if got is None:
+                continue
+            rgb = to_rgb(frame)
+            if got.heat is not None:
+                import cv2
+
+                heat = cv2.resize(got.heat.astype(np.float32), (rgb.shape[1], rgb.shape[0]))
+                rgb = overlay(rgb, np.clip(heat, 0, 1), outline=heat >= 0.5)
+            pictures[frame.stamp_ns] = rgb
+
+    def item(f: scoring.FrameOutcome) -> GalleryItem:
+        t = frames_truth.get(f.stamp_ns, {})
+        return GalleryItem(f.stamp_ns, float(f.score or 0.0), t.get("anomalous"),
+                           t.get("category", ""), pictures[f.stamp_ns])  # fmt: skip
+
+    keep = [f for f in worst if f.stamp_ns in pictures], [f for f in best if f.stamp_ns in pictures]
+    return [item(f) for f in keep[0]], [item(f) for f in keep[1]]
