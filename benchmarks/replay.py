@@ -127,7 +127,7 @@ def main() -> None:
     cli(["sim", "lunar_orbit", "-o", str(bag), "--data-root", str(args.data_root), "--no-depth",
          "--set", f"passes={args.passes}"])  # fmt: skip
     cli(["fit", "--method", "padim", "--data",
-         f"lroc_nac:{args.data_root}/lroc_nac?split=train&tile=256",
+         f"lroc_nac:{args.data_root}/lroc_nac?split=train&tile=128&min_diameter=100",
          "--size", "128", "--max-train", "200", "-o", str(model), "--no-progress"])  # fmt: skip
     results: dict[str, Any] = {
         "machine": f"{platform.node()} ({os.cpu_count()} cores)",

@@ -392,7 +392,7 @@ def _report(
             {"stamp_ns": s, "score": (got := outcome.frames.get(s)) and got.score,
              "flagged": bool(got and got.score is not None and got.score >= config.threshold),
              "truth": labels.get(s), "category": categories.get(s, ""),
-             "latency_ms": got.latency_ms if got else None}
+             "latency_ms": got.latency_ms if got else None, "raw": got.raw if got else None}
             for s in sorted(sent)
         ],
     }  # fmt: skip
@@ -402,7 +402,7 @@ def _gallery(
     bag_path: Path, streams: Streams, truth: dict | None, outcome: scoring.Outcome
 ) -> tuple[list[GalleryItem], list[GalleryItem]]:
     scored = sorted((f for f in outcome.frames.values() if f.score is not None),
-                    key=lambda f: -f.score)  # fmt: skip
+                    key=lambda f: -(f.score if f.raw is None else f.raw))  # fmt: skip
     worst, best = scored[:GALLERY], scored[-GALLERY:][::-1] if len(scored) > GALLERY else []
     wanted = {f.stamp_ns: f for f in [*worst, *best]}
     frames_truth = {int(f["stamp_ns"]): f for f in (truth or {}).get("frames", [])}
