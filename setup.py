@@ -31,6 +31,7 @@ CORE = [
     "onnx>=1.16",
     "numba>=0.60",
     "rosbags>=0.10",
+    "mcap>=1.1",  # reads an MCAP cut off before its summary (a crash mid-recording)
     "cyclonedds==11.0.1",
     "pyyaml>=6",
     "tqdm>=4.60",
@@ -43,7 +44,6 @@ DEV = [
     "ruff>=0.5",
     "scikit-learn>=1.3",
     "scipy>=1.10",
-    "mcap>=1.1",
     "mcap-ros2-support>=0.5",
     "colcon-common-extensions>=0.3",
 ]

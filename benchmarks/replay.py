@@ -1,13 +1,13 @@
 """The bag player's throughput, and a closed-loop replay into the detector, in one run.
 
     python benchmarks/replay.py                  # lunar_orbit bag, local and dds
-    python benchmarks/replay.py --frames 600
+    python benchmarks/replay.py --rate-hz 25    # the scenario's own 244 frames
 
-1. **player alone, as fast as possible** (``rate`` 0): the ``lunar_orbit`` scenario (256x256
+1. **player alone, as fast as possible** (``rate`` 0): the ``lunar_orbit`` scenario (640x480
    mono8 frames with CameraInfo, /tf and /clock, no depth) played by the player node; a
    subscriber counts the camera frames that arrive. ``local``: the subscriber on the in-process
    bus; ``dds``: the subscriber in another process over Cyclone DDS (loopback). Figures: frames
-   per second out of the player, frames received, and the bag's own rate for scale (25 Hz).
+   per second out of the player and frames received (the bag at 200 Hz: about 900 frames).
    Targets: >= 500 frames/s local, >= 200 over DDS.
 2. **closed-loop replay** (``vad-inspection replay``) of the same bag into PaDiM (MobileNetV2,
    seeded random weights, 128 px, fitted on LROC NAC train-split terrain tiles): frames/s,
@@ -49,7 +49,7 @@ bus = create_bus("dds", "counter")
 n = [0]
 bus.create_subscription("/camera/image_raw", "sensor_msgs/msg/Image",
                         lambda d: n.__setitem__(0, n[0] + 1),
-                        QoS(Reliability.BEST_EFFORT, depth=1000), raw=True)
+                        QoS(Reliability(sys.argv[2]), depth=1000), raw=True)
 print("ready", flush=True)
 last, idle = 0, time.monotonic()
 while time.monotonic() - idle < float(sys.argv[1]):
@@ -61,8 +61,12 @@ bus.shutdown()
 """
 
 
-def play_alone(bag: Path, transport: str, frames: int) -> dict[str, Any]:
-    params = {"bag": str(bag), "rate": 0.0, "clock": True}
+def play_alone(bag: Path, transport: str, rate: float = 0.0, reliable: bool = False) -> dict:
+    """Play the bag once; count what arrives. ``reliable``: offer and request the camera
+    reliably (DDS then holds the player back instead of dropping what the reader cannot take)."""
+    reliability = "reliable" if reliable else "best_effort"
+    params = {"bag": str(bag), "rate": rate, "clock": True,
+              "qos_overrides": [f"/camera/image_raw={reliability}"]}  # fmt: skip
     options: dict[str, Any] = {}
     child = None
     received = [0]
@@ -76,7 +80,8 @@ def play_alone(bag: Path, transport: str, frames: int) -> dict[str, Any]:
             lambda _d: received.__setitem__(0, received[0] + 1), DEEP, raw=True,
         )  # fmt: skip
     else:
-        child = subprocess.Popen([sys.executable, "-c", COUNTER, "3"], stdout=subprocess.PIPE,
+        child = subprocess.Popen([sys.executable, "-c", COUNTER, "3", reliability],
+                                 stdout=subprocess.PIPE,
                                  text=True, env=os.environ.copy())  # fmt: skip
         assert child.stdout is not None and child.stdout.readline().strip() == "ready"
     bus = create_bus(transport, "player", parameters=params, **options)
@@ -112,28 +117,37 @@ def play_alone(bag: Path, transport: str, frames: int) -> dict[str, Any]:
     node.close()
     bus.shutdown()
     sent = node.counts["frames"]
-    return {"transport": transport, "frames_sent": sent, "frames_received": received[0],
-            "seconds": elapsed, "fps": sent / elapsed}  # fmt: skip
+    return {"transport": transport, "rate": rate, "qos": reliability, "frames_sent": sent,
+            "frames_received": received[0], "seconds": elapsed, "fps": sent / elapsed}  # fmt: skip
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared/data")
-    parser.add_argument("--passes", type=int, default=4, help="lunar_orbit ground tracks")
+    parser.add_argument("--passes", type=int, default=2, help="lunar_orbit ground tracks")
+    parser.add_argument("--rate-hz", type=float, default=200.0,
+                        help="lunar_orbit frame rate: 200 Hz gives about 900 frames")  # fmt: skip
     args = parser.parse_args()
     use_loopback_config()
     work = Path(tempfile.mkdtemp(prefix="vad-replay-bench-"))
     bag, model = work / "moon", work / "terrain.vad"
     cli(["sim", "lunar_orbit", "-o", str(bag), "--data-root", str(args.data_root), "--no-depth",
-         "--set", f"passes={args.passes}"])  # fmt: skip
+         "--set", f"passes={args.passes}", "--set", f"rate_hz={args.rate_hz}",
+         "--set", "width=640", "--set", "height=480"])  # fmt: skip
     cli(["fit", "--method", "padim", "--data",
          f"lroc_nac:{args.data_root}/lroc_nac?split=train&tile=128&min_diameter=100",
          "--size", "128", "--max-train", "200", "-o", str(model), "--no-progress"])  # fmt: skip
     results: dict[str, Any] = {
         "machine": f"{platform.node()} ({os.cpu_count()} cores)",
         "python": platform.python_version(),
-        "bag": "lunar_orbit (256x256 mono8, CameraInfo, /tf, /clock; no depth)",
-        "player": [play_alone(bag, t, 0) for t in ("local", "dds", "local", "dds")],
+        "bag": f"lunar_orbit at {args.rate_hz:g} Hz (640x480 mono8, CameraInfo, /tf, /clock; "
+        "no depth)",
+        "player": [
+            *(play_alone(bag, t) for t in ("local", "dds", "local", "dds")),
+            play_alone(bag, "dds", reliable=True),
+            play_alone(bag, "dds", rate=1.0),  # the bag's own 200 Hz, best effort
+            play_alone(bag, "dds", rate=2.5),  # 500 Hz
+        ],
         "replay": [],
     }
     for transport in ("local", "dds", "local"):
@@ -156,12 +170,16 @@ def main() -> None:
     out_dir = ROOT / "benchmarks/results"
     out_dir.mkdir(exist_ok=True)
     (out_dir / "replay.json").write_text(json.dumps(results, indent=1))
-    lines = [f"# Replay benchmark\n\n{results['machine']}, Python {results['python']}; "
-             f"bag: {results['bag']}\n", "| player, rate 0 | frames sent | received | fps |",
-             "| --- | --- | --- | --- |"]  # fmt: skip
+    lines = [
+        f"# Replay benchmark\n\n{results['machine']}, Python {results['python']}; "
+        f"bag: {results['bag']}\n",
+        "| player | rate | QoS | frames sent | received | frames/s out |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
     for p in results["player"]:
-        lines.append(f"| {p['transport']} | {p['frames_sent']} | {p['frames_received']} | "
-                     f"{p['fps']:.0f} |")  # fmt: skip
+        rate = f"{p['rate']:g}x" if p["rate"] else "max"
+        lines.append(f"| {p['transport']} | {rate} | {p['qos']} | {p['frames_sent']} | "
+                     f"{p['frames_received']} | {p['fps']:.0f} |")  # fmt: skip
     lines += [
         "",
         "| closed-loop replay | frames | missed | fps | latency p50 / p90 ms | jitter ms | "

@@ -13,9 +13,19 @@ scores every time.
 
 Managed like the detector: ``configure`` opens the bag (a missing or corrupt bag, an unknown
 topic or a start offset past the end fails it with the reason), ``activate`` plays (or resumes),
-``deactivate`` pauses where it is. Topics of a type neither the bag nor the typestore defines are
-reported once and left out. When the bag has played out, :attr:`finished` is set and the node
-reports what it sent.
+``deactivate`` pauses where it is. When the bag has played out, :attr:`finished` is set and the
+node reports what it sent.
+
+A bag that is partly bad plays what can be played and says what it could not, rather than
+refusing the rest: topics of a type neither the bag nor the typestore defines are left out, logged
+once each and listed in :attr:`skipped` (``counts["skipped_topics"]`` and
+``counts["skipped_messages"]``); what the bag reader had to work around (no or a stale
+``metadata.yaml``, an MCAP file cut off, played up to the cut) is logged at configure and kept in
+:attr:`bag_warnings`; a message whose bytes are corrupt is sent as it is, since nothing here
+decodes it (the subscriber drops or refuses it; in closed loop the player then waits out the
+timeout for that frame); and a read error mid-bag ends playback with what was sent kept, logged,
+counted (``counts["errors"]``), kept in :attr:`playback_error` and :attr:`finished` set, so a
+waiting caller is never left hanging.
 """
 
 from __future__ import annotations
@@ -69,6 +79,9 @@ class PlayerNode(LifecycleNode):
         self.counts: Counter[str] = Counter()
         self.sent_ns: dict[int, int] = {}  # frame stamp -> monotonic ns when published
         self.finished = threading.Event()
+        self.skipped: dict[str, str] = {}  # topic -> why it is not played
+        self.bag_warnings: list[str] = []  # what is wrong with the bag but did not stop it
+        self.playback_error = ""  # why playback ended before the bag did ("" if it did not)
         self._bag: BagReader | None = None
         self._playback: Playback | None = None
         self._pubs: dict[str, Any] = {}
@@ -98,9 +111,19 @@ class PlayerNode(LifecycleNode):
         except (BagError, PlaybackError) as error:
             self._close_bag()
             raise VadError(str(error)) from None
-        for topic, typename in self._playback.skipped.items():
-            self.log.warning("%s: type %s is unknown to the bag and to us; not played", topic,
-                             typename)  # fmt: skip
+        self.bag_warnings = list(self._bag.warnings)
+        for warning in self.bag_warnings:
+            self.log.warning("%s", warning)
+        counts = self._bag.message_counts()
+        self.skipped = {
+            topic: f"type {typename} is unknown to the bag and to us"
+            for topic, typename in self._playback.skipped.items()
+        }
+        for topic, why in self.skipped.items():
+            self.log.warning("%s: %s; its %d messages are not played", topic, why,
+                             counts.get(topic, 0))  # fmt: skip
+        self.counts["skipped_topics"] = len(self.skipped)
+        self.counts["skipped_messages"] = self._playback.skipped_messages
         overrides = _qos_overrides(p.qos_overrides)
         offered = self._bag.offered_qos()
         for bag_topic, typename in self._playback.types.items():
@@ -202,15 +225,30 @@ class PlayerNode(LifecycleNode):
                 if due.topic in images:
                     self._sent_frame(due)
         except (BagError, VadError) as error:
-            self.log.error("playback stopped: %s", error)
-            self.counts["errors"] += 1
+            self._stopped(str(error))
+        except Exception as error:  # a bug or a dead bus: still end, with the reason
+            if self._stop.is_set():
+                return  # halted anyway (cleanup, shutdown): not the bag's fault
+            self.log.exception("playback failed")
+            self._stopped(f"{type(error).__name__}: {error}")
         self.log.info("played %d messages (%d frames, %d unanswered)", self.counts["messages"],
                       self.counts["frames"], self.counts["unanswered"])  # fmt: skip
         self.finished.set()
 
+    def _stopped(self, reason: str) -> None:
+        """Playback ended before the bag: keep what was sent and say why."""
+        self.log.error("playback stopped after %d messages: %s", self.counts["messages"], reason)
+        self.counts["errors"] += 1
+        self.playback_error = reason
+
     def _sent_frame(self, due: Any) -> None:
         stamp = _header_stamp(due.data)
         self.counts["frames"] += 1
+        if stamp is None:  # too short to hold a header: nothing can answer it, do not wait
+            self.counts["unstamped"] += 1
+            self.log.warning("%s: a %d-byte frame at %d ns has no header; sent as it is",
+                             due.topic, len(due.data), due.stamp_ns)  # fmt: skip
+            return
         self.sent_ns[stamp] = time.monotonic_ns()
         if not self.params.closed_loop:
             return
@@ -227,9 +265,12 @@ class PlayerNode(LifecycleNode):
             self._answered.discard(stamp)
 
 
-def _header_stamp(cdr: bytes) -> int:
+def _header_stamp(cdr: bytes) -> int | None:
     """A message's header stamp straight from its CDR bytes: ``std_msgs/Header`` comes first in
-    Image and CompressedImage, after the 4-byte encapsulation (sec int32, nanosec uint32)."""
+    Image and CompressedImage, after the 4-byte encapsulation (sec int32, nanosec uint32).
+    None if the bytes are too short to hold one (a corrupt message is still played)."""
+    if len(cdr) < 12:
+        return None
     little = cdr[1] == 1
     order = "little" if little else "big"
     sec = int.from_bytes(cdr[4:8], order, signed=True)

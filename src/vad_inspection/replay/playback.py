@@ -73,6 +73,8 @@ class Playback:
         self.skipped = {t: bag.undecodable[t] for t in sorted(wanted) if t in bag.undecodable}
         self.types = {t: types[t] for t in sorted(wanted) if t not in self.skipped}
         counts = bag.message_counts()
+        self.skipped_messages = sum(counts.get(t, 0) for t in self.skipped)
+        """Stored messages on the skipped topics: what the replay leaves out, as a number."""
         self.first_ns, self.last_ns = bag.time_span()
         start = self.first_ns + round(options.start_offset_s * NS)
         if options.start_offset_s < 0 or (counts and start > self.last_ns):

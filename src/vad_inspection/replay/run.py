@@ -287,6 +287,10 @@ def replay(
         cores = (cpu.seconds() - cpu0) / wall_s if wall_s > 0 else 0.0
         sent = dict(player.sent_ns)
         unanswered = player.counts["unanswered"]
+        problems = [*player.bag_warnings, *(f"{t}: {why}; not played" for t, why in
+                    player.skipped.items())]  # fmt: skip
+        if player.playback_error:
+            problems.append(f"playback stopped early: {player.playback_error}")
         outcome = collector.outcome
     finally:
         stop.set()
@@ -303,6 +307,8 @@ def replay(
             except subprocess.TimeoutExpired:
                 child.kill()
     report = _report(config, streams, truth, masks, outcome, sent, wall_s, cores, unanswered)
+    report["bag"]["problems"] = problems
+    report["caveats"] += [f"bag: {p}" for p in problems]
     worst, best = _gallery(config.bag, streams, truth, outcome)
     return report, worst, best
 

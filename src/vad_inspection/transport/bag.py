@@ -13,6 +13,16 @@ own definition. A topic whose type is known to neither is still read (raw bytes 
 available, :attr:`BagReader.undecodable` lists such topics); only :meth:`BagMessage.decode` on it
 raises :class:`~vad_inspection.msgs.MessageError` naming the type and topic. That keeps a bag
 with one exotic vendor topic replayable instead of rejecting it whole.
+
+A damaged bag is read as far as it honestly can be, and what is wrong is said in
+:attr:`BagReader.warnings` rather than hidden: a directory without ``metadata.yaml`` (rosbag2
+killed before it wrote one) is read from its single storage file; a ``metadata.yaml`` that
+misdescribes its storage file (hand-edited, copied from another bag: wrong counts, time range,
+topics or QoS, so rosbags would silently skip or cut messages) gives way to the file itself; and
+an MCAP file cut off before its summary and footer (a recorder killed, a copy interrupted), which
+rosbags' indexed reader refuses outright, is read front to back up to the cut with the ``mcap``
+package's stream reader. Anything that is not a bag, or holds no complete message, still fails
+with a :class:`BagError` naming the path.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rosbags.interfaces import (
+    Connection,
     MessageDefinitionFormat,
     Qos,
     QosDurability,
@@ -43,9 +54,9 @@ from ..msgs.types import (
     normalize_typename,
     typestore,
 )
+from .mcap_salvage import SalvagedMcap, is_cut_off_mcap
 
 if TYPE_CHECKING:
-    from rosbags.interfaces import Connection
     from rosbags.typesys.store import Typestore
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
@@ -55,6 +66,7 @@ VERSIONS = {"humble": 8, "jazzy": 9}
 _STORES = {"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY}
 _DISTRO_KEY = "vad_inspection.distro"
 _ZERO = QosTime(0, 0)  # rmw's "unspecified": the middleware default
+_STORAGE_SUFFIXES = (".mcap", ".db3")
 
 
 class BagError(Exception):
@@ -226,11 +238,12 @@ class BagReader:
 
     def __init__(self, path: str | Path, distro: str | None = None) -> None:
         self.path = Path(path)
-        try:
-            self._reader = Reader(self.path)
-            self._reader.open()
-        except Exception as exc:
-            raise BagError(f"{self.path}: cannot open bag: {_why(exc)}") from exc
+        self.warnings: list[str] = []
+        """What is wrong with the bag but did not stop it being read, one sentence each naming
+        the file: no or a stale ``metadata.yaml``, an MCAP file read only up to where it is cut
+        off. A player or report should pass these on; the bag is not what it claims to be."""
+        self._distro_hints: list[str | None] = []
+        self._reader = self._open()
         try:
             self.distro = check_distro(distro) if distro else self._recorded_distro()
             connections = self._reader.connections
@@ -244,10 +257,51 @@ class BagReader:
         }
         """Topics whose type neither the typestore nor the bag defines: topic -> type name."""
 
+    def _open(self) -> Reader | SalvagedMcap:
+        """rosbags' reader on the bag, on its lone storage file if ``metadata.yaml`` is missing or
+        misdescribes it, or a salvage reader on a cut-off MCAP file (see the module docstring)."""
+        target = self.path
+        if self.path.is_dir() and not (self.path / "metadata.yaml").exists():
+            target = _lone_storage_file(self.path)
+            self.warnings.append(
+                f"{self.path}: no metadata.yaml (recording not finished?); reading {target.name} "
+                "directly (`ros2 bag reindex` writes a metadata.yaml)"
+            )
+        try:
+            reader = Reader(target)
+            reader.open()
+        except Exception as exc:
+            salvaged = _salvage(self.path, target, exc)
+            if salvaged is None:
+                raise BagError(f"{self.path}: cannot open bag: {_why(exc)}") from exc
+            self.warnings.append(salvaged.report())
+            return salvaged
+        self._distro_hints = _distro_hints(reader)
+        stale = _metadata_mismatch(reader)
+        if not stale:
+            return reader
+        files = [Path(s.path) for s in getattr(reader.storage, "storages", [])]
+        if len(files) != 1 or reader.compression_mode:  # several or compressed: no way round it
+            self.warnings.append(f"{self.path}: metadata.yaml does not match the storage: {stale}")
+            return reader
+        try:
+            direct = Reader(files[0])
+            direct.open()
+        except Exception as exc:
+            self.warnings.append(
+                f"{self.path}: metadata.yaml does not match the storage ({stale}), and "
+                f"{files[0].name} does not open on its own ({_why(exc)})"
+            )
+            return reader
+        reader.close()
+        self.warnings.append(
+            f"{self.path}: metadata.yaml does not match {files[0].name} ({stale}); reading "
+            f"{files[0].name} itself (`ros2 bag reindex` rewrites metadata.yaml)"
+        )
+        return direct
+
     def _recorded_distro(self) -> str:
-        metadata = getattr(self._reader.storage, "metadata", None)
-        custom = getattr(metadata, "custom", None) or {}
-        for candidate in (self._reader.ros_distro, custom.get(_DISTRO_KEY)):
+        for candidate in self._distro_hints:
             if candidate in DISTROS:
                 return candidate
         return "jazzy"
@@ -336,6 +390,102 @@ class BagReader:
 
 def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
+
+
+def _distro_hints(reader: Reader) -> list[str | None]:
+    """Where an opened bag may name its distro: rosbag2's ``ros_distro``, then our custom key."""
+    metadata = getattr(reader.storage, "metadata", None)
+    custom = getattr(metadata, "custom", None) or {}
+    return [reader.ros_distro, custom.get(_DISTRO_KEY)]
+
+
+def _lone_storage_file(directory: Path) -> Path:
+    """The one storage file of a bag directory that has no metadata.yaml; BagError otherwise,
+    since without the metadata neither the order of split files nor what is a bag is known."""
+    files = sorted(p for p in directory.iterdir() if p.suffix in _STORAGE_SUFFIXES and p.is_file())
+    if len(files) == 1:
+        return files[0]
+    if not files:
+        raise BagError(
+            f"{directory}: cannot open bag: no metadata.yaml and no .mcap or .db3 file in it"
+        )
+    raise BagError(
+        f"{directory}: cannot open bag: no metadata.yaml and {len(files)} storage files "
+        f"({', '.join(p.name for p in files)}); run `ros2 bag reindex {directory}` or play one file"
+    )
+
+
+def _metadata_mismatch(reader: Reader) -> str:
+    """How a bag directory's metadata.yaml misdescribes its storage files ('' when it does not).
+
+    rosbags takes topics, counts and the time range from metadata.yaml and fetches messages only
+    for storage topics that match a listed one exactly (type and QoS too), so a stale file makes it
+    skip messages or whole topics without a word; the storage's own index is the truth.
+    """
+    directory = reader.storage
+    storages = getattr(directory, "storages", None)
+    if not storages:
+        return ""
+    listed = directory.connections
+    said: dict[str, int] = {}
+    for c in listed:
+        said[c.topic] = said.get(c.topic, 0) + c.msgcount
+    held: dict[str, int] = {}
+    unmatched: set[str] = set()
+    for storage in storages:
+        for x in storage.connections:
+            held[x.topic] = held.get(x.topic, 0) + x.msgcount
+            if not any(
+                y.topic == x.topic
+                and y.msgtype == x.msgtype
+                and y.ext == x.ext
+                and (not x.digest or not y.digest or y.digest == x.digest)
+                for y in listed
+            ):
+                unmatched.add(x.topic)
+    problems = [
+        f"{topic}: {said.get(topic, 0)} listed, {held.get(topic, 0)} stored"
+        for topic in sorted(set(said) | set(held))
+        if said.get(topic, 0) != held.get(topic, 0)
+    ]
+    if unmatched:
+        problems.append(f"{sorted(unmatched)} stored with a type or QoS it does not list")
+    if any(held.values()):
+        start = min(s.metadata.start_time for s in storages)
+        end = max(s.metadata.end_time for s in storages)
+        claimed = (directory.metadata.start_time, directory.metadata.end_time)
+        if claimed != (start, end):
+            problems.append(f"time range {claimed[0]}..{claimed[1]} ns, stored {start}..{end} ns")
+    return "; ".join(problems)
+
+
+def _salvage(bag: Path, target: Path, error: Exception) -> SalvagedMcap | None:
+    """A reader on the intact part of a cut-off MCAP file behind ``target`` (the file, or the
+    lone .mcap of a bag directory); None if ``target`` is no cut-off MCAP, so ``error`` stands.
+    BagError if it is one but nothing of it can be played."""
+    mcap = target
+    if target.is_dir():
+        files = sorted(target.glob("*.mcap"))
+        if len(files) != 1:
+            return None
+        mcap = files[0]
+    if mcap.suffix != ".mcap" or not is_cut_off_mcap(mcap):
+        return None
+    advice = f"`mcap recover {mcap} -o recovered.mcap` may rescue what is left"
+    try:
+        salvaged = SalvagedMcap(mcap)
+    except ImportError:
+        raise BagError(
+            f"{bag}: cannot open bag: {mcap.name} is truncated (no MCAP summary and footer: a "
+            f"recording cut off?) and rosbags reads only complete files; {advice}, or install "
+            "the `mcap` Python package to play the part before the cut"
+        ) from error
+    if not salvaged.message_count:
+        raise BagError(
+            f"{bag}: cannot open bag: {mcap.name} is truncated (no MCAP summary and footer) and "
+            f"no complete message precedes the cut ({salvaged.cut}); {advice}"
+        ) from error
+    return salvaged
 
 
 def _reader_typestore(distro: str, connections: Iterable[Connection]) -> Typestore:
