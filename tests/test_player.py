@@ -189,3 +189,14 @@ def test_header_stamp_is_read_from_the_cdr_bytes() -> None:
     t = 1_700_000_000_123_456_789
     msg = frame_to_msg(Frame(np.zeros((2, 2), np.uint8), "mono8", t, "cam"))
     assert _header_stamp(serialize(msg, "sensor_msgs/msg/Image")) == t
+
+
+def test_loop_starts_again_and_the_clock_keeps_bag_time(rig, tmp_path: Path) -> None:
+    bag = write_bag(tmp_path / "b", frames=4)
+    r = rig(bag=str(bag), rate=0.0, loop=True)
+    images = r.listen("/cam/image", "sensor_msgs/msg/Image", QOS_DEEP)
+    assert r.node.trigger("configure") and r.node.trigger("activate")
+    assert r.peer.spin_until(lambda: len(images) >= 12, 10.0)  # three passes of four frames
+    assert r.node.trigger("deactivate")  # pauses; a looping player never finishes by itself
+    assert pixels(images)[:12] == [0, 1, 2, 3] * 3
+    assert not r.node.finished.is_set()

@@ -41,3 +41,13 @@ def test_positions_in_another_frame_are_not_compared() -> None:
     a = book.observe(1, 0.7, (0, 0, 5, 5), (0.0, 0.0, 0.0), "map")
     b = book.observe(2, 0.7, (0, 0, 5, 5), (0.0, 0.0, 0.0), "odom")
     assert a.tag != b.tag
+
+
+def test_a_sighting_cut_by_the_border_barely_moves_the_position() -> None:
+    book = TagBook(radius_m=0.1)
+    cut = book.observe(1, 0.9, (0, 10, 5, 5), (0.04, 0.0, 0.0), "map", weight=0.05)
+    assert cut.position == (0.04, 0.0, 0.0)  # the only estimate there is, at first
+    whole = book.observe(2, 0.9, (50, 10, 9, 9), (0.0, 0.0, 0.0), "map")
+    assert whole.tag == cut.tag and whole.position[0] == pytest.approx(0.04 * 0.05 / 1.05)
+    again = book.observe(3, 0.9, (52, 10, 9, 9), (0.002, 0.0, 0.0), "map")
+    assert again.position_weight == pytest.approx(2.05) and again.sightings == 3

@@ -40,6 +40,11 @@ class PlacementConfig:
     tf_tolerance_ns: int = 100_000_000
 
 
+#: how much a sighting cut by the image border counts in its tag's position (its visible part's
+#: centroid lies inward of the defect's centre, by up to the defect's radius)
+CUT_WEIGHT = 0.05
+
+
 class Placer:
     """Turns regions of one frame into named :class:`Defect` objects (3-D where possible)."""
 
@@ -66,9 +71,12 @@ class Placer:
                 region, frame_size, stamp_ns, frame_id, camera, depth, why_no_depth
             )
             frame = self.config.target_frame if position is not None else ""
+            x, y, w, h = region.bbox
+            cut = x <= 0 or y <= 0 or x + w >= frame_size[0] or y + h >= frame_size[1]
             tag = self.tags.observe(
-                stamp_ns, region.peak, region.bbox, position, frame, frozenset(taken)
-            )
+                stamp_ns, region.peak, region.bbox, position, frame, frozenset(taken),
+                weight=CUT_WEIGHT if cut else 1.0,
+            )  # fmt: skip
             taken.add(tag.tag)
             out.append(
                 Defect(

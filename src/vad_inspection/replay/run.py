@@ -28,12 +28,12 @@ import numpy as np
 
 from ..errors import SetupError
 from ..eval.resources import ProcessCpu
-from ..msgs.anomaly import RAW_CLASS
+from ..msgs.anomaly import RAW_CLASS, parse_tags
 from ..msgs.image import compressed_to_frame, msg_to_frame, to_rgb
 from ..msgs.time import stamp_to_ns
 from ..nodes.detector import DetectorNode
 from ..nodes.player import PlayerNode
-from ..transport import DEFAULT, SENSOR_DATA, Bus, create_bus
+from ..transport import DEFAULT, LATCHED, SENSOR_DATA, Bus, create_bus
 from ..transport.bag import BagReader
 from ..viz import overlay
 from . import scoring
@@ -145,7 +145,10 @@ class Collector:
                                     self._on_map, SENSOR_DATA),
             bus.create_subscription(f"/{node}/defects", "vision_msgs/msg/Detection3DArray",
                                     self._on_defects, DEFAULT),
+            bus.create_subscription(f"/{node}/tags", "diagnostic_msgs/msg/DiagnosticArray",
+                                    self._on_tags, LATCHED),
         ]  # fmt: skip
+        self.fused: dict[str, tuple[float, float, float]] = {}
 
     @property
     def scored(self) -> int:
@@ -178,6 +181,16 @@ class Collector:
                 got.heat = heat
             else:
                 self._maps[stamp] = heat
+
+    def _on_tags(self, msg: Any) -> None:
+        """The detector's own estimate per tag (a weighted mean over its sightings): better
+        than any one sighting, so it replaces the last sighting's position at the end."""
+        for tag, values in parse_tags(msg).items():
+            if {"x", "y", "z"} <= values.keys():
+                self.fused[tag] = (float(values["x"]), float(values["y"]), float(values["z"]))
+
+    def positions(self) -> dict[str, tuple[float, float, float]]:
+        return {**self.outcome.tags, **self.fused}
 
     def _on_defects(self, msg: Any) -> None:
         for d in msg.detections:
@@ -291,7 +304,9 @@ def replay(
                     player.skipped.items())]  # fmt: skip
         if player.playback_error:
             problems.append(f"playback stopped early: {player.playback_error}")
+        col_bus.spin_once(0.1)  # the last latched tags
         outcome = collector.outcome
+        outcome.tags = collector.positions()
     finally:
         stop.set()
         for node in nodes:

@@ -10,7 +10,8 @@ each metric that cannot be measured says why instead of showing a number.
   detector's ``~/anomaly_map`` is normalised so that 0.5 is its threshold), over frames with
   masks, at most ``PIXEL_SIDE`` px a side (maps and masks shrunk alike, to keep memory flat);
 - distinct defects: a truth defect counts as found when a defect the detector placed in 3-D (its
-  last position per tag) lies within ``max(match_radius_m, half the defect's size)``; the pose
+  tag's position: the detector's weighted mean over the sightings) lies within
+  ``max(match_radius_m, half the defect's size)``; the pose
   error is that distance; tags matching no truth defect are counted as spurious;
 - missed frames (sent, never scored), latency p50/p90/max (score received minus frame sent) and
   jitter (standard deviation of the intervals between scores, as ros2_benchmark reports it).

@@ -30,6 +30,7 @@ class Tag:
     position: tuple[float, float, float] | None
     frame: str
     last_box: Box
+    position_weight: float = 0.0  # the sightings' weights behind ``position``
 
 
 def box_iou(a: Box, b: Box) -> float:
@@ -46,7 +47,8 @@ def box_iou(a: Box, b: Box) -> float:
 class TagBook:
     """Assigns tags to sightings. ``radius_m``: two sightings closer than this in the target frame
     are one defect; ``min_iou``: without 3-D, a box overlapping a tag's last box this much is it.
-    A position refines as a running mean of its sightings (each is noisy by the depth's noise)."""
+    A position refines as a weighted running mean of its sightings (each is noisy by the depth's
+    noise; one cut by the image border counts little, its centroid being off-centre)."""
 
     def __init__(self, radius_m: float = 0.15, min_iou: float = 0.3, prefix: str = "D") -> None:
         if radius_m <= 0 or not 0 < min_iou <= 1:
@@ -74,11 +76,14 @@ class TagBook:
         position: tuple[float, float, float] | None = None,
         frame: str = "",
         taken: frozenset[str] = frozenset(),
+        weight: float = 1.0,
     ) -> Tag:
         """Record one sighting and return its tag (an existing one, or a new one).
 
         ``taken``: tags already given to other regions of the same frame (two regions of one
-        image are two defects, even when they are close).
+        image are two defects, even when they are close). ``weight``: how much this sighting's
+        position counts in the tag's mean (small for a defect cut by the image border, whose
+        visible part's centroid is off the defect's centre).
         """
         match = self._match(box, position, frame, taken)
         if match is None:
@@ -93,14 +98,18 @@ class TagBook:
                 position=position,
                 frame=frame if position is not None else "",
                 last_box=box,
+                position_weight=weight if position is not None else 0.0,
             )
         else:
             n = match.sightings + 1
-            merged = match.position
+            merged, total = match.position, match.position_weight
             if position is not None:
-                merged = position if merged is None else tuple(
-                    float(m + (p - m) / n) for m, p in zip(merged, position, strict=True)
-                )  # fmt: skip
+                if merged is None or total <= 0:
+                    merged, total = position, weight
+                else:
+                    total += weight
+                    merged = tuple(float(m + (p - m) * weight / total)
+                                   for m, p in zip(merged, position, strict=True))  # fmt: skip
             tag = replace(
                 match,
                 sightings=n,
@@ -110,6 +119,7 @@ class TagBook:
                 position=merged,
                 frame=match.frame or (frame if position is not None else ""),
                 last_box=box,
+                position_weight=total,
             )
         self._tags[tag.tag] = tag
         return tag
