@@ -77,6 +77,7 @@ setup(
             # and config/graph.yaml names them as each node kind's executable.
             "detector = vad_inspection.nodes.detector:main",
             "player = vad_inspection.nodes.player:main",
+            "recorder = vad_inspection.nodes.recorder:main",
         ],
     },
 )

@@ -103,7 +103,11 @@ def _add_eval_options(parser: argparse.ArgumentParser) -> None:
 
 
 #: node name -> module whose ``main(argv)`` runs it (imported only when asked for)
-NODES = {"detector": "vad_inspection.nodes.detector", "player": "vad_inspection.nodes.player"}
+NODES = {
+    "detector": "vad_inspection.nodes.detector",
+    "player": "vad_inspection.nodes.player",
+    "recorder": "vad_inspection.nodes.recorder",
+}
 
 
 def _build_parser() -> argparse.ArgumentParser:

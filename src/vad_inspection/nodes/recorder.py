@@ -1,0 +1,381 @@
+"""The recorder node: keep what the camera saw safely, send the most valuable first.
+
+Inputs: the camera (``image``, kept as the recorded CDR bytes: nothing is re-encoded to store
+it), the detector's ``~/score`` and ``~/detections`` (tag and boxes per frame). A frame waits in
+a short ring buffer until its score arrives, then:
+
+- flagged (normalised score >= 0.5), or within ``post_event_s`` after a flagged frame: accepted
+  as anomalous, together with the frames of the last ``pre_event_s`` still in the buffer (the
+  context before the event, as rosbag2 users ask for);
+- otherwise routine: accepted once per ``routine_period_s`` (throttled), the rest counted.
+
+Accepted frames go to the durable :class:`~vad_inspection.downlink.store.Store` (write-ahead log:
+a ``kill -9`` loses nothing accepted, a restart resumes the same queue) under ``quota_mb``. At
+each downlink window (``window_period_s`` apart, ``window_bytes`` each, the first one
+``first_window_s`` after activation) the :class:`~vad_inspection.downlink.planner.Planner` picks
+frames and forms by value per byte, and what it picked is written into one rosbag2 MCAP bag per
+window under ``downlink_dir`` (full frames on their own topic, JPEGs as CompressedImage on
+``<topic>/compressed``, defect crops on ``<topic>/crops``, metadata as DiagnosticArray on
+``/downlink/meta``), then marked sent. ``~/status`` (DiagnosticArray, reliable, latched) says
+what is queued, when the next window opens and what the last one sent; ``/diagnostics`` too.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..downlink.planner import Candidate, Choice, Planner, Window, forms_for, signature
+from ..downlink.store import QuotaExceeded, Store, StoreError
+from ..errors import FrameError, VadError
+from ..msgs import deserialize
+from ..msgs.anomaly import RAW_CLASS, diagnostic_array, status
+from ..msgs.image import Frame, frame_to_compressed, msg_to_frame
+from ..msgs.time import stamp_to_ns
+from ..transport import DEFAULT, LATCHED, SENSOR_DATA, Bus
+from ..transport.bag import BagError, BagWriter
+from .base import LifecycleNode, declare_parameters, parameter
+
+NS = 1_000_000_000
+IMAGE = "sensor_msgs/msg/Image"
+
+
+@dataclass(frozen=True)
+class RecorderParams:
+    store_dir: str = parameter("recorder_store", "folder of the durable store")
+    quota_mb: float = parameter(2048.0, "disk quota of the store (MB)")
+    sync: str = parameter("always", "fsync each accepted item", choices=("always", "none"))
+    pre_event_s: float = parameter(2.0, "keep this much before an anomalous frame (s)")
+    post_event_s: float = parameter(2.0, "and this much after it (s)")
+    routine_period_s: float = parameter(5.0, "keep one routine frame per this period (s); 0 all")
+    score_topic: str = parameter("/detector/score", "the detector's scores")
+    detections_topic: str = parameter("/detector/detections", "the detector's 2-D defects")
+    window_period_s: float = parameter(60.0, "time between downlink windows (s); 0: none")
+    window_bytes: int = parameter(1_000_000, "bytes each downlink window carries")
+    first_window_s: float = parameter(60.0, "first window this long after activation (s)")
+    downlink_dir: str = parameter("downlink", "where each window's MCAP bag is written")
+    status_period_s: float = parameter(1.0, "period of ~/status and /diagnostics (s)")
+    autostart: bool = parameter(False, "configure and activate at start-up")
+
+
+@dataclass
+class _Held:
+    stamp_ns: int
+    data: bytes
+    received: float  # monotonic s
+    scored: bool = False  # throttled frames stay here as context for a later event
+
+
+class RecorderNode(LifecycleNode):
+    """See the module docstring. Construct with a :class:`~vad_inspection.transport.Bus`."""
+
+    def __init__(self, bus: Bus) -> None:
+        super().__init__(bus)
+        self.params = declare_parameters(bus, RecorderParams)
+        bus.parameters.check_unused()
+        self.counts: Counter[str] = Counter()
+        self.store: Store | None = None
+        self.planner = Planner()
+        self.last_window: dict[str, Any] = {}
+        self.windows_written: list[Path] = []
+        self._ring: deque[_Held] = deque()
+        self._boxes: dict[int, tuple[str, list[tuple[int, int, int, int]]]] = {}
+        self._event_until = -1  # stamp (ns) where the post-event window ends
+        self._last_routine = -(1 << 62)
+        self._next_window = 0.0
+        self._window_index = 0
+        self._lock = threading.Lock()
+        self._subs: list[Any] = []
+        self._status = bus.create_publisher("~/status", "diagnostic_msgs/msg/DiagnosticArray",
+                                            LATCHED)  # fmt: skip
+        self._diag = bus.create_publisher("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray",
+                                          DEFAULT)  # fmt: skip
+        self._timer = bus.create_timer(self.params.status_period_s, self._tick)
+        if self.params.autostart and self.trigger("configure"):
+            self.trigger("activate")
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def on_configure(self) -> bool:
+        p = self.params
+        if p.window_period_s > 0 and p.window_bytes <= 0:
+            raise VadError(f"window_bytes is {p.window_bytes}: a window must carry some bytes")
+        if p.first_window_s < 0:
+            raise VadError(f"first_window_s is {p.first_window_s}: a window schedule in the past")
+        try:
+            self.store = Store(p.store_dir, round(p.quota_mb * 1e6), sync=p.sync)
+        except StoreError as error:
+            raise VadError(str(error)) from None
+        stats = self.store.stats()
+        self.log.info("store %s: %d items (%d anomalous) queued from before", p.store_dir,
+                      stats.items - stats.sent_items, stats.anomalous_items)  # fmt: skip
+        return True
+
+    def on_activate(self) -> bool:
+        bus, p = self.bus, self.params
+        self._subs = [
+            bus.create_subscription("image", IMAGE, self._on_image, SENSOR_DATA, raw=True),
+            bus.create_subscription(p.score_topic, "vision_msgs/msg/Classification",
+                                    self._on_score, DEFAULT),
+            bus.create_subscription(p.detections_topic, "vision_msgs/msg/Detection2DArray",
+                                    self._on_detections, DEFAULT),
+        ]  # fmt: skip
+        self._next_window = time.monotonic() + p.first_window_s
+        return True
+
+    def on_deactivate(self) -> bool:
+        for sub in self._subs:
+            sub.destroy()
+        self._subs = []
+        return True
+
+    def on_cleanup(self) -> bool:
+        self.close()
+        return True
+
+    def on_shutdown(self) -> bool:
+        self.close()
+        return True
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def _on_image(self, data: Any) -> None:
+        raw = bytes(data)
+        try:
+            stamp = _stamp_of(raw)
+        except FrameError as error:
+            self.counts["bad_image"] += 1
+            self.log.warning("image without a readable header: %s", error)
+            return
+        now = time.monotonic()
+        with self._lock:
+            self._ring.append(_Held(stamp, raw, now))
+            keep = max(self.params.pre_event_s, 1.0) + 5.0  # the score may come a little later
+            while self._ring and now - self._ring[0].received > keep:
+                if not self._ring.popleft().scored:
+                    self.counts["never_scored"] += 1
+
+    def _on_detections(self, msg: Any) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        boxes = []
+        tag = ""
+        for d in msg.detections:
+            c, w, h = d.bbox.center.position, d.bbox.size_x, d.bbox.size_y
+            boxes.append((round(c.x - w / 2), round(c.y - h / 2), round(w), round(h)))
+            tag = tag or str(d.id)
+        with self._lock:
+            self._boxes[stamp] = (tag, boxes)
+            while len(self._boxes) > 256:
+                self._boxes.pop(next(iter(self._boxes)))
+
+    def _on_score(self, msg: Any) -> None:
+        if not msg.results:
+            self.counts["refused_by_detector"] += 1
+            return
+        stamp = stamp_to_ns(msg.header.stamp)
+        normalised = float(msg.results[0].score)
+        raw = next((float(r.score) for r in msg.results if r.class_id == RAW_CLASS), normalised)
+        flagged = normalised >= 0.5
+        with self._lock:
+            held = next((h for h in self._ring if h.stamp_ns == stamp), None)
+            if held is None:
+                self.counts["score_without_frame"] += 1
+                return
+            if flagged:  # windows in the frames' own time, so a replay at any rate keeps them
+                self._event_until = stamp + round(self.params.post_event_s * NS)
+                before = [h for h in self._ring if h.scored and h.stamp_ns < stamp
+                          and (stamp - h.stamp_ns) / NS <= self.params.pre_event_s]  # fmt: skip
+                for h in before:
+                    self._accept(h, float("nan"), float("nan"), True, "pre-event")
+            event = flagged or stamp <= self._event_until
+            if not event:
+                period = self.params.routine_period_s
+                if period > 0 and (stamp - self._last_routine) / NS < period:
+                    self.counts["throttled"] += 1
+                    held.scored = True  # stays as context for an event that may follow
+                    return
+                self._last_routine = stamp
+            self._accept(held, raw, normalised, event, "flagged" if flagged else
+                         ("post-event" if event else "routine"))  # fmt: skip
+
+    def _accept(self, held: _Held, raw: float, normalised: float, anomalous: bool, why: str
+                ) -> None:  # fmt: skip
+        """Into the store (under the lock); the frame leaves the ring buffer."""
+        if held in self._ring:
+            self._ring.remove(held)
+        if self.store is None:
+            return
+        tag, boxes = self._boxes.get(held.stamp_ns, ("", []))
+        try:
+            frame = msg_to_frame(deserialize(held.data, IMAGE))
+            forms = forms_for(frame.image, boxes, raw_bytes=len(held.data))
+            sig = signature(frame.image)
+        except FrameError as error:
+            self.counts["undecodable"] += 1
+            self.log.warning("frame at %d ns kept without forms: %s", held.stamp_ns, error)
+            forms, sig = {"full": len(held.data)}, None
+        score = raw if np.isfinite(raw) else -1e9  # pre-event context ranks below any scored
+        meta = {
+            "why": why, "normalised": normalised if np.isfinite(normalised) else None,
+            "boxes": boxes, "forms": forms,
+            "signature": None if sig is None else [round(float(v), 4) for v in sig],
+        }  # fmt: skip
+        try:
+            self.store.accept(stamp_ns=held.stamp_ns, topic=self.bus.resolve("image"),
+                              typename=IMAGE, payload=held.data, score=score,
+                              anomalous=anomalous, tag=tag, meta=meta)  # fmt: skip
+            self.counts[f"accepted_{why}"] += 1
+        except QuotaExceeded as error:
+            self.counts["refused_quota"] += 1
+            self.log.warning("%s", error)
+
+    # -- downlink --------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        p = self.params
+        if self.active and p.window_period_s > 0 and time.monotonic() >= self._next_window:
+            self._next_window += p.window_period_s
+            try:
+                self.downlink(p.window_bytes)
+            except (VadError, BagError, StoreError) as error:
+                self.counts["window_errors"] += 1
+                self.log.error("downlink window failed, nothing marked sent: %s", error)
+        self._publish_status()
+
+    def candidates(self) -> list[Candidate]:
+        assert self.store is not None
+        out = []
+        for item in self.store.pending():
+            meta = item.meta
+            sig = meta.get("signature")
+            out.append(Candidate(
+                seq=item.seq, stamp_ns=item.stamp_ns, score=item.score, tag=item.tag,
+                signature=None if sig is None else np.asarray(sig, np.float32),
+                priority=item.priority, forms=meta.get("forms") or {"full": item.payload_bytes},
+                flagged=item.anomalous,
+            ))  # fmt: skip
+        return out
+
+    def downlink(self, window_bytes: int) -> Path | None:
+        """Plan one window, write its bag, mark what it holds sent; the bag's path."""
+        if self.store is None:
+            raise VadError("the recorder is not configured")
+        with self._lock:
+            candidates = self.candidates()
+        window = Window(time.time_ns(), window_bytes)
+        too_big = [c.seq for c in candidates if min(c.forms.values()) > window_bytes]
+        if too_big:
+            self.counts["larger_than_window"] += len(too_big)
+            self.log.warning("%d item(s) are larger than a window of %d bytes in every form",
+                             len(too_big), window_bytes)  # fmt: skip
+        choices = self.planner.plan(candidates, window)
+        self._window_index += 1
+        path = Path(self.params.downlink_dir) / f"window_{self._window_index:04d}_{window.start_ns}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_window(path, choices)
+        self.store.mark_sent([c.seq for c in choices], window=path.name)
+        self.windows_written.append(path)
+        self.last_window = {
+            "bag": str(path), "items": len(choices), "bytes": sum(c.bytes for c in choices),
+            "budget": window_bytes, "forms": dict(Counter(c.form for c in choices)),
+        }  # fmt: skip
+        self.log.info("window %d: %d items, %d of %d bytes -> %s", self._window_index,
+                      len(choices), self.last_window["bytes"], window_bytes, path)  # fmt: skip
+        return path
+
+    def _write_window(self, path: Path, choices: list[Choice]) -> None:
+        assert self.store is not None
+        distro = self.bus.distro
+        with BagWriter(path, distro) as bag:
+            for choice in choices:
+                item = self.store.get(choice.seq)
+                data = self.store.payload(choice.seq)
+                stamp = item.stamp_ns
+                meta = {
+                    "seq": item.seq, "score": item.score, "tag": item.tag,
+                    "anomalous": item.anomalous, "form": choice.form,
+                    **{k: v for k, v in item.meta.items() if k in ("why", "boxes")},
+                }  # fmt: skip
+                record = status(f"seq {item.seq}", 0, choice.form, meta, distro=distro)
+                bag.write("/downlink/meta", stamp, diagnostic_array([record], stamp, distro))
+                if choice.form == "meta":
+                    continue
+                if choice.form == "full":
+                    bag.add_topic(item.topic, IMAGE)
+                    bag.write(item.topic, stamp, data)
+                    continue
+                frame = msg_to_frame(deserialize(data, IMAGE))
+                if choice.form.startswith("crop"):
+                    for k, crop in enumerate(_crops(frame, item.meta.get("boxes") or [])):
+                        bag.write(f"{item.topic}/crops", stamp + k,
+                                  frame_to_compressed(crop, "png", distro=distro))  # fmt: skip
+                quality = 90 if "90" in choice.form else 50
+                if "jpeg" in choice.form:
+                    jpeg = frame_to_compressed(_jpegable(frame), "jpeg", quality, distro)
+                    bag.write(f"{item.topic}/compressed", stamp, jpeg)
+
+    # -- status ----------------------------------------------------------------------------------
+    def _publish_status(self) -> None:
+        if self.store is None:
+            return
+        stats = self.store.stats()
+        pending = self.store.pending()
+        values = {
+            "items_queued": len(pending), "bytes_queued": sum(i.payload_bytes for i in pending),
+            "anomalous_queued": sum(i.anomalous for i in pending),
+            "quota_bytes": stats.quota_bytes, "over_quota": stats.over_quota,
+            "evicted": stats.evicted_items, "refused": stats.refused_items,
+            "next_window_in_s": round(max(self._next_window - time.monotonic(), 0.0), 1),
+            **{f"last_window_{k}": v for k, v in self.last_window.items()},
+            **{f"count_{k}": v for k, v in self.counts.items()},
+        }  # fmt: skip
+        level = 1 if stats.over_quota or stats.refused_items else 0
+        text = stats.last_problem or f"{len(pending)} items queued"
+        msg = diagnostic_array([status(self.bus.fqn, level, text, values,
+                                       distro=self.bus.distro)],
+                               self.bus.now_ns(), self.bus.distro)  # fmt: skip
+        self._status.publish(msg)
+        self._diag.publish(msg)
+
+
+def _stamp_of(cdr: bytes) -> int:
+    if len(cdr) < 12:
+        raise FrameError(f"{len(cdr)} bytes cannot hold a header")
+    order = "little" if cdr[1] == 1 else "big"
+    return int.from_bytes(cdr[4:8], order, signed=True) * NS + int.from_bytes(cdr[8:12], order)
+
+
+def _crops(frame: Frame, boxes: list) -> list[Frame]:
+    out = []
+    height, width = frame.image.shape[:2]
+    for x, y, w, h in boxes:
+        x0, y0 = max(0, x - 8), max(0, y - 8)
+        x1, y1 = min(width, x + w + 8), min(height, y + h + 8)
+        if x1 > x0 and y1 > y0:
+            crop = np.ascontiguousarray(_jpegable(frame).image[y0:y1, x0:x1])
+            out.append(Frame(crop, _jpegable(frame).encoding, frame.stamp_ns, frame.frame_id))
+    return out
+
+
+def _jpegable(frame: Frame) -> Frame:
+    """8-bit mono or colour for JPEG/PNG (a multiband frame shows its first three bands)."""
+    if frame.encoding in ("rgb8", "bgr8", "mono8", "rgba8", "bgra8", "8UC1"):
+        return frame
+    from ..msgs.image import to_rgb
+
+    return Frame(to_rgb(frame), "rgb8", frame.stamp_ns, frame.frame_id)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``ros2 run vad_inspection recorder`` / ``vad-inspection run recorder``."""
+    from .runner import run_node
+
+    return run_node(RecorderNode, "recorder", argv)
