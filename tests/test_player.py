@@ -12,10 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from vad_inspection.msgs.cdr import header_stamp_ns
 from vad_inspection.msgs.defaults import new_message
 from vad_inspection.msgs.image import Frame, frame_to_msg, msg_to_frame
 from vad_inspection.msgs.time import header, stamp_to_ns
-from vad_inspection.nodes.player import PlayerNode, _header_stamp
+from vad_inspection.nodes.player import PlayerNode
 from vad_inspection.transport import DEFAULT, LATCHED, SENSOR_DATA, QoS, create_bus
 from vad_inspection.transport.bag import BagWriter
 from vad_inspection.transport.local import LocalGraph
@@ -188,7 +189,8 @@ def test_header_stamp_is_read_from_the_cdr_bytes() -> None:
 
     t = 1_700_000_000_123_456_789
     msg = frame_to_msg(Frame(np.zeros((2, 2), np.uint8), "mono8", t, "cam"))
-    assert _header_stamp(serialize(msg, "sensor_msgs/msg/Image")) == t
+    assert header_stamp_ns(serialize(msg, "sensor_msgs/msg/Image")) == t
+    assert header_stamp_ns(b"\x00\x01\x00\x00\x01") is None  # too short for a header
 
 
 def test_loop_starts_again_and_the_clock_keeps_bag_time(rig, tmp_path: Path) -> None:

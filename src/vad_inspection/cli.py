@@ -366,12 +366,9 @@ def _sim(args: argparse.Namespace) -> int:
                 bag.write(item.topic, item.stamp_ns, item.message)
                 if item.topic.startswith("/camera/image_raw"):
                     bar.update(1)
-    record = truth_record(scan, start_ns)
+    record, masks = truth_record(scan, start_ns)
     truth_path = args.out.with_name(args.out.name + ".truth.json")
     truth_path.write_text(json.dumps(record, indent=1))
-    masks = {
-        str(v.stamp_ns): v.truth.mask for v in scan.views(start_ns) if v.truth.mask is not None
-    }
     anomalous = sum(f["anomalous"] for f in record["frames"])
     print(f"wrote {args.out} ({frames} frames, {anomalous} anomalous, "
           f"{len(scan.defects)} distinct defects with 3-D truth)")  # fmt: skip

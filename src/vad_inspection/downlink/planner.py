@@ -172,16 +172,28 @@ def forms_for(
         "jpeg50": _encoded_bytes(planes, ".jpg", (cv2.IMWRITE_JPEG_QUALITY, 50)),
     }
     crops = 0
-    for x, y, w, h in regions_boxes:
-        x0, y0 = max(0, int(x) - pad), max(0, int(y) - pad)
-        x1, y1 = min(width, int(x + w) + pad), min(height, int(y + h) + pad)
-        if x1 > x0 and y1 > y0:
+    for box in regions_boxes:
+        area = padded_box(box, width, height, pad)
+        if area is not None:
+            x0, y0, x1, y1 = area
             crops += _encoded_bytes([p[y0:y1, x0:x1] for p in planes], ".png")
     if crops:
         forms["crop"] = crops
         forms["crop+jpeg50"] = crops + forms["jpeg50"]
     forms[META] = META_BYTES + META_BYTES_PER_BOX * len(regions_boxes)
     return forms
+
+
+def padded_box(
+    box: Sequence[float], width: int, height: int, pad: int = 8
+) -> tuple[int, int, int, int] | None:
+    """A defect box ``(x, y, w, h)`` padded by ``pad`` px for context and clipped to the frame,
+    as ``(x0, y0, x1, y1)``; None if nothing of it is inside. Sizing a crop (here) and cutting it
+    (the recorder) must agree, so both use this."""
+    x, y, w, h = box
+    x0, y0 = max(0, int(x) - pad), max(0, int(y) - pad)
+    x1, y1 = min(width, int(x + w) + pad), min(height, int(y + h) + pad)
+    return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
 
 
 def signature(image: np.ndarray, size: int = 8) -> np.ndarray:

@@ -33,6 +33,18 @@ def deserialize(data: bytes | bytearray | memoryview, typename: str, distro: str
     return deserialize_with(typestore(distro), data, typename)
 
 
+def header_stamp_ns(data: bytes | bytearray | memoryview) -> int | None:
+    """The stamp of a message that starts with ``std_msgs/Header`` (Image, CompressedImage...),
+    read straight from its CDR bytes (after the 4-byte encapsulation: sec int32, nanosec uint32),
+    so a player or recorder can pair frames without decoding them. None if the bytes are too
+    short to hold a header."""
+    if len(data) < 12:
+        return None
+    order = "little" if data[1] == 1 else "big"
+    sec = int.from_bytes(bytes(data[4:8]), order, signed=True)
+    return sec * 1_000_000_000 + int.from_bytes(bytes(data[8:12]), order)
+
+
 def serialize_with(store: Typestore, msg: Any, typename: str) -> bytes:
     """:func:`serialize` against an explicit typestore (bag readers carry their own)."""
     name = _known(store, typename)

@@ -41,8 +41,9 @@ from ..msgs import anomaly as codec
 from ..msgs.defaults import new_message
 from ..msgs.geometry import camera_info_to_model, tf_message_to_transforms
 from ..msgs.image import Frame, compressed_to_frame, frame_to_msg, msg_to_frame, to_rgb
-from ..transport import DEFAULT, LATCHED, SENSOR_DATA, Bus, QoS, Reliability
+from ..transport import DEFAULT, LATCHED, SENSOR_DATA, Bus, Reliability
 from ..transport.params import ParameterError
+from ..transport.qos import TF
 from ..vad.detector import Detector, FrameResult, load_detector
 from ..vad.tags import TagBook
 from ..viz import overlay
@@ -51,7 +52,6 @@ from .placement import DepthFrame, PlacementConfig, Placer
 
 NS = 1_000_000_000
 TF_STATIC_QOS = LATCHED  # tf2's static broadcaster: reliable, transient local
-TF_QOS = QoS(depth=100)  # tf2's listener: reliable, volatile, deep (many frames per stamp)
 
 
 @dataclass(frozen=True)
@@ -189,7 +189,7 @@ class DetectorNode(LifecycleNode):
             bus.create_subscription(
                 "camera_info", "sensor_msgs/msg/CameraInfo", self._on_camera_info, image_qos
             ),
-            bus.create_subscription("/tf", "tf2_msgs/msg/TFMessage", self._on_tf, TF_QOS),
+            bus.create_subscription("/tf", "tf2_msgs/msg/TFMessage", self._on_tf, TF),
             bus.create_subscription(
                 "/tf_static", "tf2_msgs/msg/TFMessage", self._on_tf_static, TF_STATIC_QOS
             ),

@@ -37,15 +37,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import VadError
+from ..msgs.cdr import header_stamp_ns
 from ..msgs.defaults import new_message
 from ..msgs.time import ns_to_stamp, stamp_to_ns
 from ..replay.playback import Playback, PlaybackError, PlaybackOptions, parse_remaps
 from ..transport import DEFAULT, SENSOR_DATA, Bus, QoS
 from ..transport.bag import BagError, BagReader
-from ..transport.qos import CLOCK, Durability, Reliability
+from ..transport.qos import CLOCK, TF, Durability, Reliability
 from .base import LifecycleNode, declare_parameters, parameter
-
-TF_QOS = QoS(depth=100)
 
 
 @dataclass(frozen=True)
@@ -242,7 +241,7 @@ class PlayerNode(LifecycleNode):
         self.playback_error = reason
 
     def _sent_frame(self, due: Any) -> None:
-        stamp = _header_stamp(due.data)
+        stamp = header_stamp_ns(due.data)
         self.counts["frames"] += 1
         if stamp is None:  # too short to hold a header: nothing can answer it, do not wait
             self.counts["unstamped"] += 1
@@ -265,22 +264,9 @@ class PlayerNode(LifecycleNode):
             self._answered.discard(stamp)
 
 
-def _header_stamp(cdr: bytes) -> int | None:
-    """A message's header stamp straight from its CDR bytes: ``std_msgs/Header`` comes first in
-    Image and CompressedImage, after the 4-byte encapsulation (sec int32, nanosec uint32).
-    None if the bytes are too short to hold one (a corrupt message is still played)."""
-    if len(cdr) < 12:
-        return None
-    little = cdr[1] == 1
-    order = "little" if little else "big"
-    sec = int.from_bytes(cdr[4:8], order, signed=True)
-    nanosec = int.from_bytes(cdr[8:12], order)
-    return sec * 1_000_000_000 + nanosec
-
-
 def _default_qos(topic: str, typename: str) -> QoS:
     if topic == "/tf":
-        return TF_QOS
+        return TF
     if typename.startswith("sensor_msgs/msg/") and typename.endswith(("Image", "CameraInfo")):
         return SENSOR_DATA
     return DEFAULT

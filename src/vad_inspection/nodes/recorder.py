@@ -31,11 +31,20 @@ from typing import Any
 
 import numpy as np
 
-from ..downlink.planner import Candidate, Choice, Planner, Window, forms_for, signature
+from ..downlink.planner import (
+    Candidate,
+    Choice,
+    Planner,
+    Window,
+    forms_for,
+    padded_box,
+    signature,
+)
 from ..downlink.store import QuotaExceeded, Store, StoreError
 from ..errors import FrameError, VadError
 from ..msgs import deserialize
 from ..msgs.anomaly import RAW_CLASS, diagnostic_array, status
+from ..msgs.cdr import header_stamp_ns
 from ..msgs.image import Frame, frame_to_compressed, msg_to_frame
 from ..msgs.time import stamp_to_ns
 from ..transport import DEFAULT, LATCHED, SENSOR_DATA, Bus
@@ -150,11 +159,10 @@ class RecorderNode(LifecycleNode):
     # -- inputs ----------------------------------------------------------------------------------
     def _on_image(self, data: Any) -> None:
         raw = bytes(data)
-        try:
-            stamp = _stamp_of(raw)
-        except FrameError as error:
+        stamp = header_stamp_ns(raw)
+        if stamp is None:
             self.counts["bad_image"] += 1
-            self.log.warning("image without a readable header: %s", error)
+            self.log.warning("a %d-byte image cannot hold a header; not kept", len(raw))
             return
         now = time.monotonic()
         with self._lock:
@@ -346,22 +354,17 @@ class RecorderNode(LifecycleNode):
         self._diag.publish(msg)
 
 
-def _stamp_of(cdr: bytes) -> int:
-    if len(cdr) < 12:
-        raise FrameError(f"{len(cdr)} bytes cannot hold a header")
-    order = "little" if cdr[1] == 1 else "big"
-    return int.from_bytes(cdr[4:8], order, signed=True) * NS + int.from_bytes(cdr[8:12], order)
-
-
 def _crops(frame: Frame, boxes: list) -> list[Frame]:
+    """The defect crops the planner sized (:func:`padded_box`, the same padding)."""
+    shown = _jpegable(frame)
+    height, width = shown.image.shape[:2]
     out = []
-    height, width = frame.image.shape[:2]
-    for x, y, w, h in boxes:
-        x0, y0 = max(0, x - 8), max(0, y - 8)
-        x1, y1 = min(width, x + w + 8), min(height, y + h + 8)
-        if x1 > x0 and y1 > y0:
-            crop = np.ascontiguousarray(_jpegable(frame).image[y0:y1, x0:x1])
-            out.append(Frame(crop, _jpegable(frame).encoding, frame.stamp_ns, frame.frame_id))
+    for box in boxes:
+        area = padded_box(box, width, height)
+        if area is not None:
+            x0, y0, x1, y1 = area
+            crop = np.ascontiguousarray(shown.image[y0:y1, x0:x1])
+            out.append(Frame(crop, shown.encoding, frame.stamp_ns, frame.frame_id))
     return out
 
 

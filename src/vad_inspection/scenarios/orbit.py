@@ -111,7 +111,7 @@ class OrbitPass(SurfaceScan):
 
     def summary(self) -> dict[str, object]:
         c = self.orbit
-        covered = {d.id for v in self.views() for d in v.truth.defects}
+        covered = {d.id for r0, c0 in self.origins() for d in self.defects_in_view(r0, c0)}
         return {
             **super().summary(), "kind": "orbit", "strips": self.strips,
             "altitude_m": c.altitude, "ground_speed_m_s": c.ground_speed,

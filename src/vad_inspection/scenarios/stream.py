@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from ..msgs.defaults import new_message
 from ..msgs.geometry import matrix_to_transform, model_to_camera_info
 from ..msgs.image import Frame, frame_to_compressed, frame_to_msg
@@ -78,9 +80,24 @@ def messages(
             yield Timed(t, IMAGE, frame_to_msg(frame, distro))
 
 
-def truth_record(scan: Scenario, start_ns: int = 1_000_000_000) -> dict[str, Any]:
-    """The scenario's ground truth as JSON-able data (masks go beside it, see the CLI)."""
-    return {
+def truth_record(
+    scan: Scenario, start_ns: int = 1_000_000_000
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The scenario's ground truth as JSON-able data, and the pixel masks by frame stamp (where
+    the scenario has them; they go beside it, see the CLI), from one pass over the views."""
+    frames, masks = [], {}
+    for v in scan.views(start_ns):
+        frames.append({
+            "stamp_ns": v.stamp_ns,
+            "anomalous": v.truth.anomalous,
+            "anomalous_px": None if v.truth.mask is None else int(v.truth.mask.sum()),
+            "category": v.truth.category,
+            "source": v.source,
+            "defects": [d.id for d in v.truth.defects],
+        })  # fmt: skip
+        if v.truth.mask is not None:
+            masks[str(v.stamp_ns)] = v.truth.mask
+    record = {
         "scenario": scan.summary(),
         "world_frame": "map",
         "defects": [
@@ -93,15 +110,6 @@ def truth_record(scan: Scenario, start_ns: int = 1_000_000_000) -> dict[str, Any
             }
             for d in scan.defects
         ],
-        "frames": [
-            {
-                "stamp_ns": v.stamp_ns,
-                "anomalous": v.truth.anomalous,
-                "anomalous_px": None if v.truth.mask is None else int(v.truth.mask.sum()),
-                "category": v.truth.category,
-                "source": v.source,
-                "defects": [d.id for d in v.truth.defects],
-            }
-            for v in scan.views(start_ns)
-        ],
+        "frames": frames,
     }
+    return record, masks

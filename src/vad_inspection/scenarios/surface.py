@@ -194,19 +194,29 @@ class SurfaceScan:
         mount[:3, :3] = self.mount
         return mount
 
+    def origins(self) -> list[tuple[int, int]]:
+        """Each frame's top-left mosaic pixel (row, col), in path order."""
+        half_w, half_h = (self.config.width - 1) / 2, (self.config.height - 1) / 2
+        return [(round(row - half_h), round(col - half_w)) for row, col in self.path]
+
+    def defects_in_view(self, r0: int, c0: int) -> list[DefectTruth]:
+        """The defects whose centroid lies in the frame at ``(r0, c0)``: no pixels needed, so a
+        summary can count coverage without cutting every frame."""
+        c = self.config
+        return [
+            d for d in self.defects
+            if r0 <= d.mosaic_rc[0] < r0 + c.height and c0 <= d.mosaic_rc[1] < c0 + c.width
+        ]  # fmt: skip
+
     def views(self, start_ns: int = 0) -> Iterator[View]:
         """Every frame with its pose and truth."""
         c = self.config
         optical_from_base = np.linalg.inv(self.base_from_optical())
         half_w, half_h = (c.width - 1) / 2, (c.height - 1) / 2
-        for index, (row, col) in enumerate(self.path):
-            r0, c0 = round(row - half_h), round(col - half_w)
+        for index, (r0, c0) in enumerate(self.origins()):
             image = self.mosaic.image[r0 : r0 + c.height, c0 : c0 + c.width]
             mask = self.mosaic.mask[r0 : r0 + c.height, c0 : c0 + c.width]
-            seen = [
-                d for d in self.defects
-                if r0 <= d.mosaic_rc[0] < r0 + c.height and c0 <= d.mosaic_rc[1] < c0 + c.width
-            ]  # fmt: skip
+            seen = self.defects_in_view(r0, c0)
             world_from_optical = self.world_from_optical(r0 + half_h, c0 + half_w)
             yield View(
                 stamp_ns=start_ns + round(index * 1e9 / c.rate_hz),

@@ -73,6 +73,9 @@ LATCHED = QoS(Reliability.RELIABLE, Durability.TRANSIENT_LOCAL, History.KEEP_LAS
 CLOCK = QoS(Reliability.BEST_EFFORT, Durability.VOLATILE, History.KEEP_LAST, 1)
 """What rclpy's time source subscribes ``/clock`` with (``ClockQoS``)."""
 
+TF = QoS(Reliability.RELIABLE, Durability.VOLATILE, History.KEEP_LAST, 100)
+"""tf2's listener and broadcaster on ``/tf``: reliable, volatile, deep (many frames per stamp)."""
+
 PROFILES: dict[str, QoS] = {
     "sensor_data": SENSOR_DATA,
     "default": DEFAULT,
