@@ -20,6 +20,7 @@ from vad_inspection.downlink.store import (
     CHECKPOINT,
     MAGIC,
     BadItem,
+    DiskFull,
     Item,
     QuotaExceeded,
     Store,
@@ -545,3 +546,53 @@ def test_kill_9_at_random_moments_loses_nothing_accepted(tmp_path: Path) -> None
             store.mark_sent(chosen, window=f"pass-{iteration}")
             sent |= set(chosen)
     assert len(digests) > 10 * ITERATIONS  # the children got real work done
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A real 1 MB file system (tmpfs), where writes fail with ENOSPC; mounting needs root."""
+    import os
+
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a 1 MB tmpfs needs root")
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                          capture_output=True, text=True)  # fmt: skip
+    if made.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_refuses_the_item_and_keeps_everything_accepted(small_disk: Path) -> None:
+    root = small_disk / "store"
+    accepted: list[Item] = []
+    with Store(root, BIG, sync="always") as store:
+        with pytest.raises(DiskFull) as caught:
+            for index in range(100):  # 100 x 50 kB on a 1 MB disk
+                accepted.append(accept(store, index, 50_000, anomalous=index % 3 == 0))
+        assert "the disk is full" in str(caught.value) and "nothing accepted" in str(caught.value)
+        assert 10 <= len(accepted) < 21
+        stats = store.stats()
+        assert stats.refused_items == 1 and "disk is full" in stats.last_problem
+        assert seqs(store.pending()) == seqs(accepted)
+        store.mark_sent([accepted[0].seq])  # a small record still fits: the store goes on
+    with Store(root, BIG) as again:  # what was accepted reads back, byte for byte
+        assert seqs(again.pending()) == seqs(accepted[1:])
+        assert all(again.payload(i.seq) == payload_of(i.seq, 50_000) for i in accepted[1:])
+        assert not again.stats().last_problem  # no torn record was left to cut
+
+
+def test_the_disk_reserve_refuses_routine_items_and_lets_anomalous_ones_in(tmp_path: Path) -> None:
+    import shutil
+
+    free = shutil.disk_usage(tmp_path).free
+    with Store(tmp_path / "s", BIG, sync="none", min_free_bytes=free + (1 << 30)) as store:
+        with pytest.raises(DiskFull, match="nearly full"):
+            accept(store, 0)
+        kept = accept(store, 1, anomalous=True)
+        assert "reserve" in store.stats().last_problem
+        assert seqs(store.pending()) == [kept.seq] and store.stats().refused_items == 1

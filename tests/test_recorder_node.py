@@ -78,7 +78,7 @@ class Rig:
         return sum(
             v
             for k, v in c.items()  # one decision per frame (pre-event comes on top)
-            if k.startswith(("accepted_", "throttled")) and k != "accepted_pre-event"
+            if k.startswith(("accepted_", "throttled", "refused_")) and k != "accepted_pre-event"
         )
 
     def close(self) -> None:
@@ -159,6 +159,10 @@ def test_a_restart_resumes_the_same_queue(rigs, tmp_path: Path) -> None:
 def test_bad_settings_fail_configure_and_oversized_items_are_reported(rigs, tmp_path: Path) -> None:
     r = rigs(tmp_path / "a", autostart=False, first_window_s=-5.0)
     assert not r.node.trigger("configure") and "in the past" in r.node.last_error
+    past = ["+30=1M", "2020-01-01T00:00:00Z=2M"]
+    r = rigs(tmp_path / "p", autostart=False, window_schedule=past)
+    assert not r.node.trigger("configure")
+    assert "window 2 '2020-01-01T00:00:00Z=2M'" in r.node.last_error and r.node.store is None
     r = rigs(tmp_path / "b")
     r.stream(22)
     r.node.downlink(100)  # smaller than every form of every frame
@@ -173,3 +177,145 @@ def test_bad_settings_fail_configure_and_oversized_items_are_reported(rigs, tmp_
     assert r.cam.spin_until(windowed, 5.0) and status
     values = next(iter(parse_tags(got[-1]).values()))
     assert int(values["items_queued"]) >= 1 and "last_window_items" in values
+    assert int(values["last_window_larger_than_window"]) == int(values["items_queued"])
+
+
+def test_scheduled_windows_open_on_time_and_each_writes_a_bag(rigs, tmp_path: Path) -> None:
+    r = rigs(tmp_path, window_schedule=["+0.6=20k", "+1.2=20k"], status_period_s=0.05)
+    r.stream(40)
+    assert r.cam.spin_until(lambda: len(r.node.windows_written) == 2, 10.0)
+    assert all((p / "metadata.yaml").is_file() for p in r.node.windows_written)
+    assert r.node.last_window["budget"] == 20_000 and not r.node._contacts  # no third window
+
+
+def status_values(r: Rig) -> dict[str, str]:
+    got: list = []
+    r.cam.create_subscription("/recorder/status", "diagnostic_msgs/msg/DiagnosticArray",
+                              got.append, LATCHED)  # fmt: skip
+    assert r.cam.spin_until(lambda: bool(got), 5.0)
+    ((_, values),) = parse_tags(got[-1]).items()
+    return values
+
+
+def test_frames_sent_as_metadata_only_stay_queued_and_are_described_once(
+    rigs, tmp_path: Path
+) -> None:
+    r = rigs(tmp_path)
+    r.stream(30)
+    queued = [i.seq for i in r.node.store.pending()]
+    metas = []
+    for _ in range(6):  # small windows: a defect's crop (~200 B) or a metadata record (256 B)
+        r.node.downlink(400)
+        metas.append(set(r.node.planner.meta_sent) - set().union(*metas))
+        assert r.node.last_window["forms"].get("meta", 0) == len(metas[-1])
+    assert sum(map(len, metas)) >= 3
+    shown = set(queued) - {i.seq for i in r.node.store.pending()}
+    assert shown == r.node.planner.delivered  # only frames sent in a form that shows them left
+    assert set().union(*metas) <= {i.seq for i in r.node.store.pending()}  # described, queued
+    assert sum(len(m) for m in metas) == len(set().union(*metas))  # never described twice
+    r.node.downlink(10_000_000)  # a large window now sends them in full or compressed
+    assert not r.node.store.pending()
+
+
+def test_what_was_sent_is_remembered_across_a_restart(rigs, tmp_path: Path) -> None:
+    r = rigs(tmp_path)
+    r.stream(30)
+    r.node.downlink(10_000_000)
+    assert "D0001" in r.node.planner.sent_tags
+    sent_signatures = len(r.node.planner.sent_signatures)
+    r.close()
+    again = rigs(tmp_path)
+    assert again.node.planner.sent_tags == {"D0001"}
+    assert len(again.node.planner.sent_signatures) == sent_signatures > 0
+
+
+def test_a_nearly_full_disk_refuses_routine_frames_keeps_anomalous_ones_and_says_so(
+    rigs, tmp_path: Path
+) -> None:
+    import shutil
+
+    free_mb = shutil.disk_usage(tmp_path).free / 1e6
+    r = rigs(tmp_path, min_free_mb=free_mb + 1000.0, status_period_s=0.05)
+    r.stream(30)
+    pending = r.node.store.pending()
+    assert sorted(stamps_of(pending)) == [17, 18, 19, 20, 21, 22, 23]  # the event, nothing else
+    assert all(i.anomalous for i in pending)
+    assert r.node.counts["refused_disk_full"] == 3  # the routine frames 0, 10 and 24
+    values = status_values(r)
+    assert int(values["count_refused_disk_full"]) == 3
+
+
+CUT_CHILD = """
+import resource, signal, sys
+from vad_inspection.nodes.recorder import RecorderNode
+from vad_inspection.transport import create_bus
+from vad_inspection.transport.bag import BagError
+store, down, limit, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+if mode == "kill":  # Python ignores SIGXFSZ (a write fails with EFBIG); restore the kernel's kill
+    signal.signal(signal.SIGXFSZ, signal.SIG_DFL)
+bus = create_bus("local", "recorder", parameters={"store_dir": store, "downlink_dir": down,
+                 "sync": "none", "window_period_s": 0.0, "autostart": True})
+node = RecorderNode(bus)
+resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+try:
+    node.downlink(100_000_000)  # the bag's file passes the limit in its second chunk
+except BagError as error:
+    print(error, flush=True)
+    sys.exit(3)
+"""
+
+
+@pytest.mark.parametrize("mode", ["kill", "full"])
+def test_a_window_cut_off_mid_write_is_set_aside_read_up_to_the_cut_and_sent_again(
+    tmp_path: Path, mode: str
+) -> None:
+    """Real cuts, in the bag's second chunk, by the kernel's file size limit on the child
+    writing the window: ``kill``, SIGXFSZ kills it (a crash); ``full``, the write fails with
+    EFBIG as on a full disk, and the window fails with a message naming the bag."""
+    import signal
+    import subprocess
+    import sys
+
+    from vad_inspection.downlink.store import Store
+    from vad_inspection.msgs import serialize
+    from vad_inspection.transport.bag import BagReader
+
+    rng = np.random.default_rng(0)
+    store_dir, down = tmp_path / "store", tmp_path / "down"
+    with Store(store_dir, 1 << 30, sync="none") as store:
+        for i in range(8):  # 8 full frames of 0.9 MB: the rosbags writer closes a chunk per 1 MiB
+            image = rng.integers(0, 255, (480, 640, 3), np.uint8)
+            payload = serialize(frame_to_msg(Frame(image, "rgb8", NS + i * NS, "cam")),
+                                "sensor_msgs/msg/Image")  # fmt: skip
+            store.accept(stamp_ns=NS + i * NS, topic="/image", typename="sensor_msgs/msg/Image",
+                         payload=payload, score=float(i), anomalous=True,
+                         meta={"forms": {"full": len(payload)}})  # fmt: skip
+        queue = [(i.seq, i.stamp_ns) for i in store.pending()]
+    child = subprocess.run([sys.executable, "-c", CUT_CHILD, str(store_dir), str(down),
+                            str(3_000_000), mode], capture_output=True, text=True,
+                           timeout=120)  # fmt: skip
+    if mode == "kill":
+        assert child.returncode == -signal.SIGXFSZ, child.stderr
+    else:
+        assert child.returncode == 3, child.stderr
+        assert "cannot" in child.stdout and "File too large" in child.stdout
+    (cut,) = down.iterdir()
+    assert not (cut / "metadata.yaml").exists()
+
+    r = Rig(tmp_path, store_dir=str(store_dir), downlink_dir=str(down))
+    try:
+        assert r.node.counts["cut_windows"] == 1 and not cut.exists()
+        aside = cut.with_name(cut.name + ".cut")
+        with BagReader(aside) as bag:
+            read = [m.timestamp_ns for m in bag if m.topic == "/image"]
+            assert any("cut off" in w for w in bag.warnings)
+        assert 1 <= len(read) < 8  # the chunks written whole before the cut
+        assert [(i.seq, i.stamp_ns) for i in r.node.store.pending()] == queue  # nothing sent
+        path = r.node.downlink(100_000_000)
+        assert not r.node.store.pending()
+        with BagReader(path) as bag:
+            assert sorted(m.timestamp_ns for m in bag if m.topic == "/image") == [
+                stamp for _, stamp in queue
+            ]
+    finally:
+        r.close()

@@ -41,7 +41,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
@@ -343,6 +343,25 @@ class Planner:
             near = has & (1.0 - similarity < c.duplicate_distance)
             novelty[near] = np.minimum(novelty[near], c.duplicate_weight)
         return novelty
+
+    def memory(self, max_signatures: int = 4096) -> dict[str, Any]:
+        """What the planner must remember across a restart to keep counting a defect once: the
+        tags and signatures it sent (the newest ``max_signatures``), the frames it sent as
+        metadata only. JSON-able; :meth:`remember` reads it back."""
+        return {
+            "tags": sorted(self.sent_tags),
+            "signatures": [[round(float(v), 5) for v in s]
+                           for s in self.sent_signatures[-max_signatures:]],
+            "meta_sent": sorted(self.meta_sent),
+        }  # fmt: skip
+
+    def remember(self, memory: Mapping[str, Any]) -> None:
+        """Take back :meth:`memory`'s record (added to what this planner already knows)."""
+        self.sent_tags.update(str(t) for t in memory.get("tags", ()))
+        for row in memory.get("signatures", ()):
+            sig = np.asarray(row, np.float64)
+            self.sent_signatures.append(sig / max(float(np.linalg.norm(sig)), 1e-12))
+        self.meta_sent.update(int(s) for s in memory.get("meta_sent", ()))
 
     def _record(self, cand: Candidate, form: str, sig: np.ndarray | None) -> None:
         if form == META:

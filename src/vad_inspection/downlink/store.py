@@ -44,6 +44,12 @@ for it) and an anomalous item is accepted over quota: an anomaly is what the rob
 find, and losing it to a full disk is worse than overrunning a soft budget. Both are reported in
 :meth:`Store.stats` (``refused_items``, ``over_quota``, ``last_problem``), never silently.
 
+The disk itself may fill before the quota does (other programs share it). ``min_free_bytes`` keeps
+a reserve: a routine item that would leave less free is refused with :class:`DiskFull`, an
+anomalous one may use the reserve. When a write fails for want of space (``ENOSPC``, ``EDQUOT``,
+``EFBIG``) the half-written record is cut back off and :class:`DiskFull` says so: the call accepted
+nothing, and everything accepted before stays readable.
+
 ``sync="always"`` fdatasyncs each record before the call returns (and fsyncs the directory when a
 file is created, renamed or deleted): safe against power loss. ``sync="none"`` is for
 benchmarks; its records still reach the kernel before the call returns, so a killed process
@@ -61,11 +67,13 @@ reads and checks every byte of the log once.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import operator
 import os
 import re
+import shutil
 import struct
 import threading
 import zlib
@@ -104,6 +112,11 @@ class QuotaExceeded(StoreError):
     evicted; the item is refused and counted."""
 
 
+class DiskFull(StoreError):
+    """The disk holding the store has no room left (or less than the reserve the store keeps
+    free for anomalous items): the item was not accepted, everything accepted before is intact."""
+
+
 class BadItem(FrameError):
     """An item or request the caller passed cannot be stored: an unknown priority, meta that
     is not JSON, a seq that was never accepted or is no longer held."""
@@ -137,7 +150,8 @@ class StoreStats:
     evicted_items: int  # unsent routine items evicted for the quota, over the store's lifetime
     quota_bytes: int
     over_quota: bool  # bytes > quota_bytes: only unsent anomalous items could have made room
-    refused_items: int  # routine items refused with QuotaExceeded since this Store was opened
+    refused_items: int  # items refused (quota, full disk) since this Store was opened
+    free_bytes: int  # free on the disk holding the store
     last_problem: str  # the latest repair, refusal or overrun ("" none)
 
 
@@ -230,6 +244,7 @@ class Store:
         *,
         segment_bytes: int = 64 << 20,
         sync: str = "always",
+        min_free_bytes: int = 0,
     ) -> None:
         self.root = Path(root)
         if sync not in SYNC_MODES:
@@ -242,6 +257,7 @@ class Store:
         self.quota_bytes = int(quota_bytes)
         self.segment_bytes = int(segment_bytes)
         self.sync = sync
+        self.min_free_bytes = max(int(min_free_bytes), 0)
         self._mutex = threading.RLock()
         self._held: dict[int, _Entry] = {}  # seq order
         self._segments: dict[int, _Segment] = {}
@@ -256,6 +272,7 @@ class Store:
         self._refused = 0
         self._problem = ""
         self._broken = ""  # why writing is no longer safe
+        self._pending_record = 0  # size of the record being appended, for the messages
         self._active = -1
         self._writer = -1
         self._lock = -1
@@ -284,7 +301,10 @@ class Store:
         """Store one item; it is durable when this returns (``sync="always"``).
 
         The quota is enforced first (see the module docstring): this may evict older routine or
-        sent items, or raise :class:`QuotaExceeded` for a routine item that cannot fit.
+        sent items, or raise :class:`QuotaExceeded` for a routine item that cannot fit. A routine
+        item that would leave less than ``min_free_bytes`` free on the disk is refused with
+        :class:`DiskFull` (an anomalous one may use that reserve), as is any item the disk has
+        no room for at all; the log is left as it was before the call.
         """
         if priority not in PRIORITIES:
             raise BadItem(
@@ -310,6 +330,7 @@ class Store:
             ) from exc
         with self._mutex:
             self._check_writable()
+            self._check_disk(len(data), bool(anomalous))
             self._make_room(len(data), bool(anomalous))
             seq = self._next_seq
             number, offset, length = self._append(ACCEPT, _accept_body(seq, text, data))
@@ -391,6 +412,7 @@ class Store:
                 quota_bytes=self.quota_bytes,
                 over_quota=self._bytes > self.quota_bytes,
                 refused_items=self._refused,
+                free_bytes=_free_bytes(self.root),
                 last_problem=self._problem,
             )
 
@@ -603,6 +625,26 @@ class Store:
         if routine:
             self._evict(routine, "quota")
 
+    def _check_disk(self, size: int, anomalous: bool) -> None:
+        """Refuse a routine item that would eat into the reserve kept free on the disk."""
+        if not self.min_free_bytes:
+            return
+        free = _free_bytes(self.root)
+        if free - size >= self.min_free_bytes:
+            return
+        if anomalous:
+            self._problem = (
+                f"accepted anomalous item of {size} B into the disk's reserve: {free} B free "
+                f"against a reserve of {self.min_free_bytes} B"
+            )
+            return
+        self._refused += 1
+        self._problem = (
+            f"refused a routine item of {size} B: the disk is nearly full ({free} B free, "
+            f"{self.min_free_bytes} B kept in reserve for anomalous items)"
+        )
+        raise DiskFull(f"{self.root}: {self._problem}")
+
     def _evict(self, seqs: list[int], reason: str) -> None:
         self._append(EVICT, _json({"seqs": seqs, "reason": reason}))
         for seq in seqs:
@@ -694,6 +736,7 @@ class Store:
             self._roll()
             segment = self._segments[self._active]
         offset = segment.size
+        self._pending_record = len(record)
         try:
             _write_all(self._writer, record)
             if self.sync == "always":
@@ -713,6 +756,13 @@ class Store:
                 "reopen the store to recover"
             )
             raise StoreError(self._broken) from exc
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            self._refused += 1
+            self._problem = (
+                f"the disk is full ({_free_bytes(self.root)} B free): a record of "
+                f"{self._pending_record} B was not written, nothing accepted before is lost"
+            )
+            raise DiskFull(f"{segment.path}: {self._problem}") from exc
         raise StoreError(f"{segment.path}: cannot append: {exc}") from exc
 
     def _roll(self) -> None:
@@ -780,6 +830,13 @@ class Store:
 
 
 # --------------------------------------------------------------------------- records
+
+
+def _free_bytes(root: Path) -> int:
+    try:
+        return shutil.disk_usage(root).free
+    except OSError:
+        return -1
 
 
 def _crc(kind: int, body: bytes) -> int:

@@ -11,17 +11,28 @@ a short ring buffer until its score arrives, then:
 
 Accepted frames go to the durable :class:`~vad_inspection.downlink.store.Store` (write-ahead log:
 a ``kill -9`` loses nothing accepted, a restart resumes the same queue) under ``quota_mb``. At
-each downlink window (``window_period_s`` apart, ``window_bytes`` each, the first one
-``first_window_s`` after activation) the :class:`~vad_inspection.downlink.planner.Planner` picks
-frames and forms by value per byte, and what it picked is written into one rosbag2 MCAP bag per
-window under ``downlink_dir`` (full frames on their own topic, JPEGs as CompressedImage on
-``<topic>/compressed``, defect crops on ``<topic>/crops``, metadata as DiagnosticArray on
-``/downlink/meta``), then marked sent. ``~/status`` (DiagnosticArray, reliable, latched) says
-what is queued, when the next window opens and what the last one sent; ``/diagnostics`` too.
+each downlink window (``window_schedule``: a list of ``START=BYTES`` contacts, see
+:mod:`~vad_inspection.downlink.schedule`; or periodic, ``window_period_s`` apart, ``window_bytes``
+each, the first ``first_window_s`` after activation) the
+:class:`~vad_inspection.downlink.planner.Planner` picks frames and forms by value per byte, and
+what it picked is written into one rosbag2 MCAP bag per window under ``downlink_dir`` (full frames
+on their own topic, JPEGs as CompressedImage on ``<topic>/compressed``, defect crops on
+``<topic>/crops``, metadata as DiagnosticArray on ``/downlink/meta``), then marked sent. A frame
+sent as metadata only stays queued (the ground may ask for it; the planner will not send its
+metadata twice). What the planner has sent (tags, signatures) is kept beside the store, so a
+restarted recorder still counts a defect once. ``~/status`` (DiagnosticArray, reliable, latched)
+says what is queued, when the next window opens and what the last one sent; ``/diagnostics`` too.
+
+Bad input is said, and loses nothing accepted: a schedule in the past fails ``configure`` naming
+the entries; a frame larger than a window in every form is reported at that window and stays
+queued; a full disk (or one down to ``min_free_mb``) refuses new routine frames with an error in
+the status, and the frames already stored stay intact.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import threading
 import time
 from collections import Counter, deque
@@ -32,15 +43,18 @@ from typing import Any
 import numpy as np
 
 from ..downlink.planner import (
+    META,
     Candidate,
     Choice,
     Planner,
     Window,
     forms_for,
+    oversized,
     padded_box,
     signature,
 )
-from ..downlink.store import QuotaExceeded, Store, StoreError
+from ..downlink.schedule import Contact, ScheduleError, parse_schedule, periodic
+from ..downlink.store import DiskFull, QuotaExceeded, Store, StoreError
 from ..errors import FrameError, VadError
 from ..msgs import deserialize
 from ..msgs.anomaly import RAW_CLASS, diagnostic_array, status
@@ -59,6 +73,7 @@ IMAGE = "sensor_msgs/msg/Image"
 class RecorderParams:
     store_dir: str = parameter("recorder_store", "folder of the durable store")
     quota_mb: float = parameter(2048.0, "disk quota of the store (MB)")
+    min_free_mb: float = parameter(100.0, "disk kept free (MB); only anomalous frames use it")
     sync: str = parameter("always", "fsync each accepted item", choices=("always", "none"))
     pre_event_s: float = parameter(2.0, "keep this much before an anomalous frame (s)")
     post_event_s: float = parameter(2.0, "and this much after it (s)")
@@ -68,6 +83,7 @@ class RecorderParams:
     window_period_s: float = parameter(60.0, "time between downlink windows (s); 0: none")
     window_bytes: int = parameter(1_000_000, "bytes each downlink window carries")
     first_window_s: float = parameter(60.0, "first window this long after activation (s)")
+    window_schedule: list[str] = parameter([""], "windows START=BYTES; set: replaces the period")
     downlink_dir: str = parameter("downlink", "where each window's MCAP bag is written")
     status_period_s: float = parameter(1.0, "period of ~/status and /diagnostics (s)")
     autostart: bool = parameter(False, "configure and activate at start-up")
@@ -97,8 +113,9 @@ class RecorderNode(LifecycleNode):
         self._boxes: dict[int, tuple[str, list[tuple[int, int, int, int]]]] = {}
         self._event_until = -1  # stamp (ns) where the post-event window ends
         self._last_routine = -(1 << 62)
-        self._next_window = 0.0
+        self._contacts: list[Contact] = []  # windows still to come, wall clock
         self._window_index = 0
+        self._disk_full = ""  # the latest full-disk refusal, until a frame is accepted again
         self._lock = threading.Lock()
         self._subs: list[Any] = []
         self._status = bus.create_publisher("~/status", "diagnostic_msgs/msg/DiagnosticArray",
@@ -112,14 +129,21 @@ class RecorderNode(LifecycleNode):
     # -- lifecycle -------------------------------------------------------------------------------
     def on_configure(self) -> bool:
         p = self.params
-        if p.window_period_s > 0 and p.window_bytes <= 0:
-            raise VadError(f"window_bytes is {p.window_bytes}: a window must carry some bytes")
-        if p.first_window_s < 0:
-            raise VadError(f"first_window_s is {p.first_window_s}: a window schedule in the past")
+        self._contacts = self._schedule()  # refused here, before anything is opened
         try:
-            self.store = Store(p.store_dir, round(p.quota_mb * 1e6), sync=p.sync)
+            self.store = Store(p.store_dir, round(p.quota_mb * 1e6), sync=p.sync,
+                               min_free_bytes=round(p.min_free_mb * 1e6))  # fmt: skip
         except StoreError as error:
             raise VadError(str(error)) from None
+        self._set_aside_cut_windows()
+        self.planner = Planner()
+        memory = self._memory_path()
+        if memory.is_file():
+            try:
+                self.planner.remember(json.loads(memory.read_text()))
+            except (OSError, ValueError) as error:
+                self.log.warning("%s unreadable (%s): defects sent before the restart may be "
+                                 "sent again", memory, error)  # fmt: skip
         stats = self.store.stats()
         self.log.info("store %s: %d items (%d anomalous) queued from before", p.store_dir,
                       stats.items - stats.sent_items, stats.anomalous_items)  # fmt: skip
@@ -134,8 +158,40 @@ class RecorderNode(LifecycleNode):
             bus.create_subscription(p.detections_topic, "vision_msgs/msg/Detection2DArray",
                                     self._on_detections, DEFAULT),
         ]  # fmt: skip
-        self._next_window = time.monotonic() + p.first_window_s
+        self._contacts = self._schedule()
+        if self._contacts:
+            self.log.info("first downlink window at %s, %d bytes",
+                          _utc(self._contacts[0].start_ns), self._contacts[0].bytes)  # fmt: skip
         return True
+
+    def _set_aside_cut_windows(self) -> None:
+        """A window bag without its ``metadata.yaml`` was cut off mid-write (a crash, a full
+        disk): its items were never marked sent and go again in the next window. It is renamed
+        ``<name>.cut`` so nobody takes it for a window that went out; what precedes the cut
+        still reads (:class:`~vad_inspection.transport.bag.BagReader` salvages it)."""
+        root = Path(self.params.downlink_dir)
+        for bag in sorted(root.glob("window_*")) if root.is_dir() else []:
+            if bag.is_dir() and not bag.suffix and not (bag / "metadata.yaml").exists():
+                target = bag.with_name(bag.name + ".cut")
+                bag.rename(target)
+                self.counts["cut_windows"] += 1
+                self.log.warning("%s was cut off mid-write; renamed %s, its items stay queued "
+                                 "and go in the next window", bag, target.name)  # fmt: skip
+
+    def _schedule(self) -> list[Contact]:
+        """The windows from now on: the explicit schedule, or the first two periodic ones (each
+        window taken appends the next)."""
+        p, now = self.params, time.time_ns()
+        try:
+            if p.first_window_s < 0:
+                raise ScheduleError(f"first_window_s {p.first_window_s:g}: a schedule in the past")
+            if any(e.strip() for e in p.window_schedule):
+                return parse_schedule(p.window_schedule, now)
+            if p.window_period_s <= 0:
+                return []
+            return periodic(p.first_window_s, p.window_period_s, p.window_bytes, now, 2)
+        except ScheduleError as error:
+            raise VadError(str(error)) from None
 
     def on_deactivate(self) -> bool:
         for sub in self._subs:
@@ -221,6 +277,7 @@ class RecorderNode(LifecycleNode):
         if held in self._ring:
             self._ring.remove(held)
         if self.store is None:
+            self.counts["not_configured"] += 1
             return
         tag, boxes = self._boxes.get(held.stamp_ns, ("", []))
         try:
@@ -242,21 +299,48 @@ class RecorderNode(LifecycleNode):
                               typename=IMAGE, payload=held.data, score=score,
                               anomalous=anomalous, tag=tag, meta=meta)  # fmt: skip
             self.counts[f"accepted_{why}"] += 1
+            self._disk_full = ""
         except QuotaExceeded as error:
             self.counts["refused_quota"] += 1
             self.log.warning("%s", error)
+        except DiskFull as error:
+            self.counts["refused_disk_full"] += 1
+            if not self._disk_full:  # once per episode, not per frame
+                self.log.error("%s", error)
+            self._disk_full = str(error)
+        except StoreError as error:
+            self.counts["store_errors"] += 1
+            self.log.error("frame at %d ns not stored: %s", held.stamp_ns, error)
 
     # -- downlink --------------------------------------------------------------------------------
     def _tick(self) -> None:
         p = self.params
-        if self.active and p.window_period_s > 0 and time.monotonic() >= self._next_window:
-            self._next_window += p.window_period_s
+        if self.active and self._contacts and time.time_ns() >= self._contacts[0].start_ns:
+            contact = self._contacts.pop(0)
+            if not any(e.strip() for e in p.window_schedule):
+                last = self._contacts[-1] if self._contacts else contact
+                self._contacts.append(Contact(last.start_ns + round(p.window_period_s * NS),
+                                              last.bytes))  # fmt: skip
             try:
-                self.downlink(p.window_bytes)
-            except (VadError, BagError, StoreError) as error:
+                self.downlink(contact.bytes)
+            except (VadError, BagError, StoreError, OSError) as error:
                 self.counts["window_errors"] += 1
                 self.log.error("downlink window failed, nothing marked sent: %s", error)
         self._publish_status()
+
+    def _memory_path(self) -> Path:
+        return Path(self.params.store_dir) / "planner_memory.json"
+
+    def _save_memory(self) -> None:
+        """After the store marked the window sent: a crash in between forgets one window's
+        tags (a defect may be sent twice), never marks unsent data sent."""
+        path = self._memory_path()
+        tmp = path.with_suffix(".tmp")
+        try:
+            tmp.write_text(json.dumps(self.planner.memory()))
+            os.replace(tmp, path)
+        except OSError as error:
+            self.log.warning("planner memory not saved (%s): a restart may resend defects", error)
 
     def candidates(self) -> list[Candidate]:
         assert self.store is not None
@@ -279,21 +363,24 @@ class RecorderNode(LifecycleNode):
         with self._lock:
             candidates = self.candidates()
         window = Window(time.time_ns(), window_bytes)
-        too_big = [c.seq for c in candidates if min(c.forms.values()) > window_bytes]
+        too_big = oversized(candidates, window)
         if too_big:
             self.counts["larger_than_window"] += len(too_big)
-            self.log.warning("%d item(s) are larger than a window of %d bytes in every form",
-                             len(too_big), window_bytes)  # fmt: skip
+            self.log.warning("%d item(s) (seq %s) are larger than this window's %d bytes in "
+                             "every form, metadata included: they stay queued for a larger one",
+                             len(too_big), _few(too_big), window_bytes)  # fmt: skip
         choices = self.planner.plan(candidates, window)
         self._window_index += 1
         path = Path(self.params.downlink_dir) / f"window_{self._window_index:04d}_{window.start_ns}"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._write_window(path, choices)
-        self.store.mark_sent([c.seq for c in choices], window=path.name)
+        self.store.mark_sent([c.seq for c in choices if c.form != META], window=path.name)
+        self._save_memory()
         self.windows_written.append(path)
         self.last_window = {
             "bag": str(path), "items": len(choices), "bytes": sum(c.bytes for c in choices),
             "budget": window_bytes, "forms": dict(Counter(c.form for c in choices)),
+            "larger_than_window": len(too_big),
         }  # fmt: skip
         self.log.info("window %d: %d items, %d of %d bytes -> %s", self._window_index,
                       len(choices), self.last_window["bytes"], window_bytes, path)  # fmt: skip
@@ -341,17 +428,28 @@ class RecorderNode(LifecycleNode):
             "anomalous_queued": sum(i.anomalous for i in pending),
             "quota_bytes": stats.quota_bytes, "over_quota": stats.over_quota,
             "evicted": stats.evicted_items, "refused": stats.refused_items,
-            "next_window_in_s": round(max(self._next_window - time.monotonic(), 0.0), 1),
+            "free_bytes": stats.free_bytes,
+            "next_window": _utc(self._contacts[0].start_ns) if self._contacts else "none",
+            "next_window_bytes": self._contacts[0].bytes if self._contacts else 0,
             **{f"last_window_{k}": v for k, v in self.last_window.items()},
             **{f"count_{k}": v for k, v in self.counts.items()},
         }  # fmt: skip
-        level = 1 if stats.over_quota or stats.refused_items else 0
-        text = stats.last_problem or f"{len(pending)} items queued"
+        level = 2 if self._disk_full else (1 if stats.over_quota or stats.refused_items else 0)
+        text = self._disk_full or stats.last_problem or f"{len(pending)} items queued"
         msg = diagnostic_array([status(self.bus.fqn, level, text, values,
                                        distro=self.bus.distro)],
                                self.bus.now_ns(), self.bus.distro)  # fmt: skip
         self._status.publish(msg)
         self._diag.publish(msg)
+
+
+def _utc(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns / NS))
+
+
+def _few(seqs: list[int], shown: int = 5) -> str:
+    head = ", ".join(str(s) for s in seqs[:shown])
+    return head + (f" and {len(seqs) - shown} more" if len(seqs) > shown else "")
 
 
 def _crops(frame: Frame, boxes: list) -> list[Frame]:

@@ -27,6 +27,7 @@ with a :class:`BagError` naming the path.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,7 +168,8 @@ class BagWriter:
         try:
             self._writer.close()
         except Exception as exc:
-            self._writer.abort()
+            with contextlib.suppress(Exception):  # a full disk fails the abort's flush too
+                self._writer.abort()
             raise BagError(f"{self.path}: cannot finish bag: {exc}") from exc
 
 
