@@ -229,6 +229,26 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="a detector parameter, e.g. plane_frame:=map (repeat)")  # fmt: skip
     rp.add_argument("--no-progress", action="store_true")
 
+    dl = sub.add_parser(
+        "downlink-eval",
+        help="what each downlink planner delivers of a labelled stream at budgets of its bytes",
+        description="Scenario streams fit their own PaDiM (seeded random weights) on data that "
+        "is not the stream; a bag is scored by --model and labelled by <bag>.truth.json.",
+    )
+    dl.add_argument("--scenario", action="append", default=[],
+                    help="mars_traverse, lunar_orbit or crack_wall (repeat)")  # fmt: skip
+    dl.add_argument("--bag", type=Path, action="append", default=[],
+                    help="a bag with <bag>.truth.json (repeat); needs --model")  # fmt: skip
+    dl.add_argument("--model", type=Path, help="model file (.vad) scoring the bags")
+    dl.add_argument("--budgets", default="1,2,5,10,20",
+                    help="budgets in %% of the stream's bytes, comma-separated")  # fmt: skip
+    dl.add_argument("--windows", type=int, default=4,
+                    help="also the planner over this many windows over the pass")  # fmt: skip
+    dl.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    dl.add_argument("--min-crater-m", type=float, default=80.0,
+                    help="lunar_orbit: craters this wide are the defects")  # fmt: skip
+    dl.add_argument("-o", "--out", type=Path, default=Path("out/downlink-eval"))
+
     demo = sub.add_parser("demo", help="the main job: evaluate on the real datasets beside us")
     demo.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
@@ -422,6 +442,52 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _downlink_eval(args: argparse.Namespace) -> int:
+    import time
+
+    from vad_inspection.downlink import report
+    from vad_inspection.downlink.streams import bag_stream, scenario_streams
+
+    if not args.scenario and not args.bag:
+        raise VadError("give a --scenario or a --bag (with --model) to evaluate")
+    if args.bag and args.model is None:
+        raise VadError("--bag needs --model: the model file that scores its frames")
+    try:
+        budgets = sorted({float(b) / 100 for b in args.budgets.split(",") if b.strip()})
+    except ValueError:
+        raise VadError(f"--budgets {args.budgets!r}: expected percentages like 1,2,5") from None
+    if not budgets or not all(0 < b <= 1 for b in budgets):
+        raise VadError(f"--budgets {args.budgets!r}: each must lie in (0, 100] %")
+    started = time.perf_counter()
+    streams = []
+    for name in args.scenario:
+        print(f"{name}: fitting PaDiM on data that is not the stream, then scoring it", flush=True)
+        streams += scenario_streams(name, args.data_root, args.min_crater_m)
+    for bag in args.bag:
+        print(f"{bag}: scoring with {args.model}", flush=True)
+        streams.append(bag_stream(bag, args.model, lambda text: print(text, flush=True)))
+    results = {}
+    for stream in streams:
+        results[stream.name] = report.compare(stream.items, budgets, windows=args.windows)
+        print(f"{stream.name}: {stream.info['frames']} frames, every planner at "
+              f"{len(budgets)} budgets", flush=True)  # fmt: skip
+    seconds = time.perf_counter() - started
+    command = "vad-inspection downlink-eval " + " ".join(
+        [f"--scenario {n}" for n in args.scenario] + [f"--bag {b}" for b in args.bag]
+    )
+    preamble = [f"{report.machine()}; {seconds:.0f} s. `{command}`.\n"]
+    caveats = ["- Scenario streams: PaDiM on seeded random MobileNetV2 weights (no pretrained "
+               "weights), fitted on data that is not the stream: a floor for the detector, and "
+               "the planner delivers what the detector ranks high."]  # fmt: skip
+    text = report.markdown("Downlink evaluation", preamble, streams, results, caveats, budgets)
+    meta = {"machine": report.machine(), "seconds": round(seconds, 1), "budgets": budgets,
+            "command": command}  # fmt: skip
+    paths = report.write_outputs(args.out, streams, results, text, meta)
+    print("\n".join(report.headline(streams, results, 0.05 if 0.05 in budgets else budgets[0])))
+    print("wrote:", *map(str, paths), sep="\n  ")
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from vad_inspection import pipeline
     from vad_inspection.vad.detector import load_detector
@@ -507,6 +573,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sim(args)
         if args.command == "replay":
             return _replay(args)
+        if args.command == "downlink-eval":
+            return _downlink_eval(args)
         if args.command == "eval" and args.model_file:
             return _eval_files(args)
         if args.command == "eval":
