@@ -271,7 +271,7 @@ def test_bad_inputs_are_counted_once_logged_and_the_node_goes_on(
     assert "no camera_info received yet" in caplog.text
     assert caplog.text.count("undecodable image") == 1  # logged once, counted twice
     rig.info_pub.publish(s3.camera_info())
-    rig.pump(lambda: rig.node.camera is not None)
+    rig.pump(lambda: rig.node.inputs.camera is not None)
     rig.image_pub.publish(s3.image_msg(broken, 4 * NS))
     rig.pump(lambda: len(scores) == 5)
     assert "TransformUnavailable" in caplog.text or "unknown frame" in caplog.text.lower()
@@ -293,7 +293,7 @@ def test_corrupt_compressed_frames_and_nan_depth(
     rig.info_pub.publish(s3.camera_info())
     nan = np.full((s3.HEIGHT, s3.WIDTH), np.nan, np.float32)
     depth_pub.publish(frame_to_msg(Frame(nan, "32FC1", 2 * NS, "camera_optical")))
-    rig.pump(lambda: rig.node.camera is not None and rig.node._depths)
+    rig.pump(lambda: rig.node.inputs.camera is not None and rig.node.inputs.depths)
     pub.publish(corrupt)
     rig.pump(lambda: rig.node.problems.counts["undecodable image"] == 1 and len(scores) == 1)
     assert not scores[0].results  # refused, answered empty
@@ -322,8 +322,8 @@ def test_defects_land_where_they_are_and_keep_their_tags_across_viewpoints(
         image, depth, _ = s3.render(x, y)
         rig.tf_pub.publish(s3.tf_message("map", "base_link", s3.base_pose(x, y), stamp))
         depth_pub.publish(frame_to_msg(Frame(depth, "16UC1", stamp, "camera_optical")))
-        rig.pump(lambda: rig.node.camera is not None and "map" in rig.node.tf.frames())
-        rig.pump(lambda s=stamp: bool(rig.node._depths) and rig.node._depths[-1].stamp_ns == s)
+        rig.pump(lambda n=rig.node.inputs: n.camera is not None and "map" in n.tf.frames())
+        rig.pump(lambda s=stamp, n=rig.node.inputs: bool(n.depths) and n.depths[-1].stamp_ns == s)
         rig.image_pub.publish(s3.image_msg(image, stamp))
         rig.pump(lambda i=i: len(defects) == i)
     truths = {(d.x, d.y) for d in s3.DEFECTS}

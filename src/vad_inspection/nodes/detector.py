@@ -36,22 +36,19 @@ from typing import Any
 import numpy as np
 
 from ..errors import FrameError, SetupError, VadError
-from ..geometry import CameraModel, TransformBuffer
 from ..msgs import anomaly as codec
 from ..msgs.defaults import new_message
-from ..msgs.geometry import camera_info_to_model, tf_message_to_transforms
 from ..msgs.image import Frame, compressed_to_frame, frame_to_msg, msg_to_frame, to_rgb
 from ..transport import DEFAULT, LATCHED, SENSOR_DATA, Bus, Reliability
 from ..transport.params import ParameterError
-from ..transport.qos import TF
 from ..vad.detector import Detector, FrameResult, load_detector
 from ..vad.tags import TagBook
 from ..viz import overlay
 from .base import LifecycleNode, State, declare_parameters, dynamic_parameters, parameter
 from .placement import DepthFrame, PlacementConfig, Placer
+from .sensors import CameraInputs, Problems
 
 NS = 1_000_000_000
-TF_STATIC_QOS = LATCHED  # tf2's static broadcaster: reliable, transient local
 
 
 @dataclass(frozen=True)
@@ -96,25 +93,6 @@ class DetectorParams:
     diagnostics_period_s: float = parameter(1.0, "period of /diagnostics (s)")
 
 
-class Problems:
-    """Bad inputs by cause: counted every time, logged the first time per cause and kind.
-
-    ``kind`` separates reasons under one cause (a defect not placed because camera_info is
-    missing, later because a transform is) so a new reason is logged although the cause was.
-    """
-
-    def __init__(self, log: Any) -> None:
-        self.log = log
-        self.counts: Counter[str] = Counter()
-        self._logged: set[tuple[str, str]] = set()
-
-    def report(self, cause: str, detail: str, kind: str = "") -> None:
-        self.counts[cause] += 1
-        if (cause, kind) not in self._logged:
-            self._logged.add((cause, kind))
-            self.log.warning("%s: %s (further ones counted in /diagnostics)", cause, detail)
-
-
 class DetectorNode(LifecycleNode):
     """See the module docstring. Construct with a :class:`~vad_inspection.transport.Bus`."""
 
@@ -124,11 +102,9 @@ class DetectorNode(LifecycleNode):
         self._dynamic = dynamic_parameters(DetectorParams)
         bus.parameters.check_unused()
         self.detector: Detector | None = None
-        self.tf = TransformBuffer()
         self.tags = TagBook(self.params.tag_radius_m)
         self.problems = Problems(self.log)
-        self.camera: CameraModel | None = None
-        self._depths: deque[DepthFrame] = deque(maxlen=16)
+        self.inputs = CameraInputs(self.problems, self.params.depth_units)
         self._slot: tuple[Any, int] | None = None  # (message, receive time ns)
         self._slot_lock = threading.Condition()
         self._stop = threading.Event()
@@ -186,18 +162,8 @@ class DetectorNode(LifecycleNode):
             topic, typename = "image", "sensor_msgs/msg/Image"
         subs = [
             bus.create_subscription(topic, typename, self._on_image, image_qos),
-            bus.create_subscription(
-                "camera_info", "sensor_msgs/msg/CameraInfo", self._on_camera_info, image_qos
-            ),
-            bus.create_subscription("/tf", "tf2_msgs/msg/TFMessage", self._on_tf, TF),
-            bus.create_subscription(
-                "/tf_static", "tf2_msgs/msg/TFMessage", self._on_tf_static, TF_STATIC_QOS
-            ),
+            *self.inputs.subscribe(bus, image_qos, p.use_depth),
         ]
-        if p.use_depth:
-            subs.append(
-                bus.create_subscription("depth", "sensor_msgs/msg/Image", self._on_depth, image_qos)
-            )
         self._subscriptions = subs
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -214,7 +180,7 @@ class DetectorNode(LifecycleNode):
                 plane=tuple(float(v) for v in p.plane),  # type: ignore[arg-type]
                 tf_tolerance_ns=int(p.tf_tolerance_s * NS),
             ),
-            self.tf,
+            self.inputs.tf,
             self.tags,
         )
         if len(p.plane) != 4:
@@ -236,8 +202,7 @@ class DetectorNode(LifecycleNode):
             sub.destroy()
         self._subscriptions = []
         self.detector = None
-        self.camera = None
-        self._depths.clear()
+        self.inputs.reset()
         return True
 
     def on_shutdown(self) -> bool:
@@ -302,32 +267,6 @@ class DetectorNode(LifecycleNode):
             self._slot = (msg, time.monotonic_ns())
             self._slot_lock.notify()
 
-    def _on_camera_info(self, msg: Any) -> None:
-        try:
-            self.camera = camera_info_to_model(msg)
-        except FrameError as error:
-            self.problems.report("bad camera_info", str(error))
-
-    def _on_depth(self, msg: Any) -> None:
-        try:
-            frame = msg_to_frame(msg)
-            if frame.encoding not in ("16UC1", "mono16", "32FC1"):
-                raise FrameError(f"depth encoding {frame.encoding!r}; expected 16UC1 or 32FC1")
-        except FrameError as error:
-            self.problems.report("bad depth image", str(error))
-            return
-        self._depths.append(DepthFrame(frame.image, frame.stamp_ns, self.params.depth_units))
-
-    def _on_tf(self, msg: Any, static: bool = False) -> None:
-        try:
-            for parent, child, matrix, stamp in tf_message_to_transforms(msg):
-                self.tf.set_transform(parent, child, matrix, stamp, static=static)
-        except FrameError as error:
-            self.problems.report("bad transform", str(error))
-
-    def _on_tf_static(self, msg: Any) -> None:
-        self._on_tf(msg, static=True)
-
     # -- the worker ------------------------------------------------------------------------------
     def _work(self) -> None:
         while not self._stop.is_set():
@@ -385,7 +324,7 @@ class DetectorNode(LifecycleNode):
             return
         depth, why = self._depth_for(frame.stamp_ns)
         defects = self.placer.defects(
-            result.regions, size, frame.stamp_ns, frame.frame_id, self.camera, depth, why
+            result.regions, size, frame.stamp_ns, frame.frame_id, self.inputs.camera, depth, why
         )
         for defect in defects:
             if defect.position is None and (self.params.use_depth or self.params.plane_frame):
@@ -398,16 +337,7 @@ class DetectorNode(LifecycleNode):
     def _depth_for(self, stamp_ns: int) -> tuple[DepthFrame | None, str]:
         if not self.params.use_depth:
             return None, ""
-        if not self._depths:
-            return None, "no depth image received yet"
-        best = min(self._depths, key=lambda d: abs(d.stamp_ns - stamp_ns))
-        gap = abs(best.stamp_ns - stamp_ns) / NS
-        if gap > self.params.depth_tolerance_s:
-            return None, (
-                f"no depth image near the image's stamp: nearest {gap * 1e3:.0f} ms away "
-                f"(depth_tolerance_s {self.params.depth_tolerance_s:g})"
-            )
-        return best, ""
+        return self.inputs.depth_for(stamp_ns, self.params.depth_tolerance_s)
 
     # -- outputs ---------------------------------------------------------------------------------
     def _publish(self, frame: Frame, result: FrameResult, defects: list) -> None:
