@@ -78,6 +78,7 @@ setup(
             "detector = vad_inspection.nodes.detector:main",
             "player = vad_inspection.nodes.player:main",
             "recorder = vad_inspection.nodes.recorder:main",
+            "hazard_map = vad_inspection.nodes.hazard:main",
         ],
     },
 )

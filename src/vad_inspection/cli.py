@@ -107,6 +107,7 @@ NODES = {
     "detector": "vad_inspection.nodes.detector",
     "player": "vad_inspection.nodes.player",
     "recorder": "vad_inspection.nodes.recorder",
+    "hazard_map": "vad_inspection.nodes.hazard",
 }
 
 

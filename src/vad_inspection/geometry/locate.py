@@ -143,7 +143,7 @@ def point_from_depth(
     :class:`GeometryError` saying why there is no answer: an empty region or one outside the image,
     a depth image of another shape or type, or no valid depth in the region.
     """
-    z_image, scale = _depth_image(depth, units)
+    z_image, scale = depth_image(depth, units)
     cam_w, cam_h = camera.image_size
     depth_h, depth_w = z_image.shape
     if abs((depth_w / depth_h) / (cam_w / cam_h) - 1.0) > _ASPECT_TOL:
@@ -178,7 +178,7 @@ def point_from_depth(
     )
 
 
-def _depth_image(depth: Any, units: str) -> tuple[np.ndarray, float]:
+def depth_image(depth: Any, units: str) -> tuple[np.ndarray, float]:
     """Depth as a 2-D array and the factor that turns its values into metres."""
     z = np.asarray(depth)
     if z.ndim == 3 and z.shape[2] == 1:

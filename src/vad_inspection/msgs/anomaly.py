@@ -47,7 +47,7 @@ def _hypothesis(score: float, distro: str, class_id: str = "anomaly") -> Any:
     )
 
 
-def _pose(position: Sequence[float], distro: str) -> Any:
+def point_pose(position: Sequence[float], distro: str) -> Any:
     point = new_message("geometry_msgs/msg/Point", distro, x=position[0], y=position[1],
                         z=position[2])  # fmt: skip
     orientation = new_message("geometry_msgs/msg/Quaternion", distro, w=1.0)
@@ -113,7 +113,7 @@ def detections_3d(
     head = header(stamp_ns, frame_id, distro)
     items = []
     for d in _placed(defects):
-        pose = _pose(d.position, distro)
+        pose = point_pose(d.position, distro)
         size = d.size or (0.0, 0.0, 0.0)
         bbox = new_message(
             "vision_msgs/msg/BoundingBox3D",
@@ -122,7 +122,7 @@ def detections_3d(
             size=new_message("geometry_msgs/msg/Vector3", distro, x=size[0], y=size[1], z=size[2]),
         )
         with_pose = new_message(
-            "geometry_msgs/msg/PoseWithCovariance", distro, pose=_pose(d.position, distro)
+            "geometry_msgs/msg/PoseWithCovariance", distro, pose=point_pose(d.position, distro)
         )
         result = new_message(
             "vision_msgs/msg/ObjectHypothesisWithPose", distro,
@@ -149,7 +149,7 @@ def defect_poses(
         "geometry_msgs/msg/PoseArray",
         distro,
         header=header(stamp_ns, frame_id, distro),
-        poses=[_pose(d.position, distro) for d in _placed(defects)],
+        poses=[point_pose(d.position, distro) for d in _placed(defects)],
     )
 
 
@@ -178,7 +178,7 @@ def markers(defects: Sequence[Defect], stamp_ns: int, frame_id: str, distro: str
                 id=2 * i,
                 type=_CUBE,
                 action=_ADD,
-                pose=_pose(d.position, distro),
+                pose=point_pose(d.position, distro),
                 scale=box,
                 color=_colour(d.score, distro),
             )
@@ -194,7 +194,7 @@ def markers(defects: Sequence[Defect], stamp_ns: int, frame_id: str, distro: str
                 id=2 * i + 1,
                 type=_TEXT,
                 action=_ADD,
-                pose=_pose(above, distro),
+                pose=point_pose(above, distro),
                 scale=text_size,
                 color=new_message("std_msgs/msg/ColorRGBA", distro, r=1.0, g=1.0, b=1.0, a=1.0),
                 text=f"{d.tag} {d.score:.2f}",
