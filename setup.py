@@ -36,6 +36,7 @@ CORE = [
     "pyyaml>=6",
     "tqdm>=4.60",
     "matplotlib>=3.7",
+    "foxglove-sdk>=0.30,<0.31",  # --foxglove: the graph's topics live in Foxglove, no ROS 2
 ]
 TRAIN = ["torch==2.14.*", "torchvision==0.29.*"]
 DEV = [
@@ -46,6 +47,7 @@ DEV = [
     "scipy>=1.10",
     "mcap-ros2-support>=0.5",
     "colcon-common-extensions>=0.3",
+    "websockets>=12",  # a Foxglove WebSocket client in the bridge's test
 ]
 
 setup(

@@ -3,12 +3,17 @@
     ros2 launch vad_inspection inspection.launch.py platform:=uav
     ros2 launch vad_inspection inspection.launch.py platform:=agv camera:=/front autostart:=true \
         model:=/data/models/tiles.vad
+    ros2 launch vad_inspection inspection.launch.py platform:=orbiter scenario:=lunar_orbit \
+        model:=/data/models/lunar.vad autostart:=true record:=true
 
 Thin on purpose: which nodes run, with which remappings and parameter files, is described once in
-``config/graph.yaml`` and read by :func:`vad_inspection.nodes.graph.load_graph` (which the ROS-free
-``vad-inspection launch`` uses too). This file declares the launch arguments, and at launch time
-(an ``OpaqueFunction``, so the arguments are plain strings by then and no substitution has to be
-nested) turns each ``NodeSpec`` into one ``launch_ros`` action.
+``config/graph.yaml``; the arguments and what they resolve to (a scenario written to a bag once,
+``use_sim_time`` auto when something plays, the recorder only with ``record:=true``) are
+:data:`~vad_inspection.nodes.graph.LAUNCH_ARGUMENTS` and
+:func:`~vad_inspection.nodes.graph.plan_launch`, which the ROS-free ``vad-inspection launch`` uses
+too. This file declares the arguments, and at launch time (an ``OpaqueFunction``, so the arguments
+are plain strings by then and no substitution has to be nested) turns each ``NodeSpec`` into one
+``launch_ros`` action.
 
 Checked against launch and launch_ros on the humble and jazzy branches (identical there for every
 call used here): ``DeclareLaunchArgument(name, default_value=str, description=str,
@@ -38,7 +43,12 @@ from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode, Node
 
 from launch import LaunchDescription
-from vad_inspection.nodes.graph import load_graph, parse_bool, platforms
+from vad_inspection.nodes.graph import (
+    BOOL_ARGUMENTS,
+    LAUNCH_ARGUMENTS,
+    plan_launch,
+    platforms,
+)
 
 PACKAGE = "vad_inspection"
 BOOL_CHOICES = ["true", "false"]
@@ -51,23 +61,10 @@ def _config_dir() -> str:
 
 def _launch_nodes(context: Any, config_dir: str) -> list[Any]:
     """Resolve the launch arguments and return one launch_ros action per node of the platform."""
-
-    def argument(name: str) -> str:
-        return LaunchConfiguration(name).perform(context)
-
-    model = argument("model")
-    graph = load_graph(
-        argument("platform"),
-        config_dir,
-        {
-            "use_sim_time": parse_bool(argument("use_sim_time"), "use_sim_time"),
-            "autostart": parse_bool(argument("autostart"), "autostart"),
-            "model": model or None,  # empty: the platform file's value
-        },
-        camera=argument("camera") or None,
-    )
+    arguments = {name: LaunchConfiguration(name).perform(context) for name in LAUNCH_ARGUMENTS}
+    plan = plan_launch(arguments, config_dir)
     actions: list[Any] = []
-    for spec in graph.nodes:
+    for spec in plan.graph.nodes:
         parameters: list[Any] = list(spec.params_files)
         if spec.parameters:
             parameters.append(dict(spec.parameters))
@@ -87,42 +84,28 @@ def _launch_nodes(context: Any, config_dir: str) -> list[Any]:
     return actions
 
 
+def _choices(name: str, config_dir: str) -> list[str] | None:
+    if name == "platform":
+        return platforms(config_dir)
+    if name in BOOL_ARGUMENTS:
+        return BOOL_CHOICES
+    if name == "use_sim_time":
+        return ["auto", *BOOL_CHOICES]
+    return None
+
+
 def generate_launch_description() -> LaunchDescription:
     config_dir = _config_dir()
-    names = platforms(config_dir)
+    declared = []
+    for name, (default, description) in LAUNCH_ARGUMENTS.items():
+        choices = _choices(name, config_dir)
+        options = {"choices": choices} if choices else {}
+        declared.append(
+            DeclareLaunchArgument(name, default_value=default, description=description, **options)
+        )
     return LaunchDescription(
         [
-            DeclareLaunchArgument(
-                "platform",
-                default_value="agv",
-                choices=names,
-                description="robot platform: its nodes come from config/graph.yaml and their "
-                "parameters from config/<platform>.yaml",
-            ),
-            DeclareLaunchArgument(
-                "model",
-                default_value="",
-                description="model file (.vad) for the detector; empty: the platform file's value",
-            ),
-            DeclareLaunchArgument(
-                "camera",
-                default_value="",
-                description="camera topic namespace (/camera: image from /camera/image_raw, "
-                "camera_info from /camera/camera_info); empty: the platform's default",
-            ),
-            DeclareLaunchArgument(
-                "use_sim_time",
-                default_value="false",
-                choices=BOOL_CHOICES,
-                description="follow /clock (simulation, bag replay) instead of the system time",
-            ),
-            DeclareLaunchArgument(
-                "autostart",
-                default_value="false",
-                choices=BOOL_CHOICES,
-                description="lifecycle nodes configure and activate themselves; false: they wait "
-                "unconfigured for `ros2 lifecycle set`",
-            ),
+            *declared,
             OpaqueFunction(function=_launch_nodes, kwargs={"config_dir": config_dir}),
         ]
     )

@@ -31,7 +31,7 @@ from vad_inspection.transport.naming import node_fqn
 from vad_inspection.transport.params import load_parameter_sections
 
 CONFIG = ROOT / "config"
-PLATFORMS = ("uav", "agv", "arm")
+PLATFORMS = ("uav", "agv", "arm", "orbiter", "rover")
 
 # --------------------------------------------------------------------------------------------
 # what each node kind declares: name -> (type, choices)
@@ -77,7 +77,22 @@ def _detector_parameters() -> dict[str, tuple[Any, tuple[str, ...]]]:
 
 
 #: Parameters each node kind of config/graph.yaml declares; a new kind must be added here.
-KIND_PARAMETERS = {"detector": _detector_parameters()}
+def _node_parameters() -> dict[str, dict[str, tuple[Any, tuple[str, ...]]]]:
+    from vad_inspection.nodes.hazard import HazardParams
+    from vad_inspection.nodes.player import PlayerParams
+    from vad_inspection.nodes.recorder import RecorderParams
+
+    return {
+        "detector": _detector_parameters(),
+        "hazard_map": _declared(HazardParams),
+        "recorder": _declared(RecorderParams),
+        "player": _declared(PlayerParams),
+    }
+
+
+KIND_PARAMETERS = _node_parameters()
+#: launch arguments that switch on every optional node (the player and the recorder)
+EVERY_NODE: dict[str, Any] = {"overrides": {"bag": "/data/pass"}, "switches": {"record": True}}
 #: What every ROS 2 node declares, and so all a wildcard (/**) section may hold.
 SHARED_PARAMETERS = {"use_sim_time": (bool, ())}
 
@@ -129,7 +144,9 @@ def test_every_platform_loads_with_a_detector(platform: str) -> None:
 
 @pytest.mark.parametrize("platform", PLATFORMS)
 def test_each_node_has_its_own_section_with_declared_parameters_only(platform: str) -> None:
-    for spec in load_graph(platform, CONFIG).nodes:
+    graph = load_graph(platform, CONFIG, EVERY_NODE["overrides"], switches=EVERY_NODE["switches"])
+    assert [n.name for n in graph.nodes] == ["player", "detector", "hazard_map", "recorder"]
+    for spec in graph.nodes:
         declared = KIND_PARAMETERS[_kind(spec)]
         specific = 0
         for path in spec.params_files:
@@ -170,11 +187,61 @@ def test_platform_specific_values() -> None:
         return merged
 
     uav, agv, arm = values("uav"), values("agv"), values("arm")
+    orbiter, rover = values("orbiter"), values("rover")
     assert uav["plane_frame"] == "map" and uav["plane"] == [0.0, 0.0, 1.0, 0.0]
     assert not uav["use_depth"]
     assert agv["use_depth"] and agv["plane_frame"] == ""
     assert arm["plane_frame"] == "tool0" and not arm["use_depth"]
-    assert all(v["use_sim_time"] is False for v in (uav, agv, arm))
+    assert orbiter["plane_frame"] == "map" and orbiter["tag_radius_m"] >= 10.0  # craters
+    assert rover["use_depth"]
+    assert all(v["use_sim_time"] is False for v in (uav, agv, arm, orbiter, rover))
+
+
+def _section(platform: str, node: str) -> dict[str, Any]:
+    graph = load_graph(platform, CONFIG, EVERY_NODE["overrides"], switches=EVERY_NODE["switches"])
+    spec = graph.node(node)
+    merged: dict[str, Any] = {}
+    for section in load_parameter_sections(spec.params_files[0]):
+        if section.matches(spec.fqn):
+            merged.update(section.parameters)
+    return merged
+
+
+@pytest.mark.parametrize("platform", PLATFORMS)
+def test_the_hazard_map_agrees_with_the_detector_on_frames_and_surface(platform: str) -> None:
+    """The hazard grid is laid where the detector places defects: the same frame and plane, the
+    same depth setting, and the grid lies in the plane it projects onto."""
+    detector, hazard = _section(platform, "detector"), _section(platform, "hazard_map")
+    assert hazard["use_depth"] == detector["use_depth"]
+    if not detector["use_depth"]:
+        assert hazard["map_frame"] == detector["plane_frame"]
+        assert hazard["plane"] == detector["plane"]
+        n_x, n_y, n_z, d = hazard["plane"]
+        x, y, z = hazard["origin"][:3]
+        assert abs(n_x * x + n_y * y + n_z * z + d) < 1e-9  # the grid's corner on the surface
+    assert hazard["anomaly_map_topic"] == "/detector/anomaly_map"
+    assert (
+        hazard["width_m"] / hazard["resolution"] * hazard["height_m"] / hazard["resolution"]
+        <= 25_000_000
+    )
+    recorder = _section(platform, "recorder")
+    assert recorder["score_topic"] == "/detector/score" and recorder["sync"] == "always"
+
+
+def test_optional_nodes_run_when_their_argument_is_set() -> None:
+    def names(overrides: Any = None, switches: Any = None) -> list[str]:
+        return [n.name for n in load_graph("rover", CONFIG, overrides, switches=switches).nodes]
+
+    assert names() == ["detector", "hazard_map"]
+    assert names({"bag": "/data/sol_270"}) == ["player", "detector", "hazard_map"]
+    assert names({"bag": None}, {"record": "false"}) == ["detector", "hazard_map"]
+    assert names(None, {"record": "true"}) == ["detector", "hazard_map", "recorder"]
+    player = load_graph("rover", CONFIG, {"bag": "/data/sol_270"}).node("player")
+    assert player.parameters == {"bag": "/data/sol_270"} and not player.respawn
+    recorder = load_graph("rover", CONFIG, switches={"record": True}).node("recorder")
+    assert recorder.respawn and recorder.lifecycle
+    with pytest.raises(GraphError, match="record"):
+        load_graph("rover", CONFIG, switches={"record": "maybe"})
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
@@ -187,6 +254,11 @@ def test_remappings_resolve_to_the_camera_topics(platform: str) -> None:
     assert detector.resolve("image/compressed") == f"{camera}/image_raw/compressed"
     assert detector.resolve("camera_info") == f"{camera}/camera_info"
     assert detector.resolve("depth") == f"{camera}/depth/image_raw"
+    graph = load_graph(platform, CONFIG, switches={"record": True})
+    hazard, recorder = graph.node("hazard_map"), graph.node("recorder")
+    assert hazard.resolve("camera_info") == f"{camera}/camera_info"
+    assert hazard.resolve("depth") == detector.resolve("depth")
+    assert recorder.resolve("image") == detector.resolve("image")
     # what is not remapped stays the node's own
     assert detector.resolve("~/score") == "/detector/score"
     assert detector.resolve("/tf") == "/tf"
@@ -305,8 +377,8 @@ def test_unknown_key_is_refused(config: Path) -> None:
 
 
 def test_unknown_kind_is_refused(config: Path) -> None:
-    _edit(config, lambda d: d["platforms"]["uav"]["nodes"].update(recorder={}))
-    with pytest.raises(GraphError, match="unknown node kind 'recorder'"):
+    _edit(config, lambda d: d["platforms"]["uav"]["nodes"].update(mystery={}))
+    with pytest.raises(GraphError, match="unknown node kind 'mystery'"):
         load_graph("uav", config)
 
 

@@ -33,10 +33,11 @@ def heat_for(view: tuple[float, float], radius_px: int = 10) -> np.ndarray:
 
 @pytest.fixture
 def rig() -> Iterator[NodeRig]:
-    r = NodeRig(HazardNode, "hazard_map", autostart=True, resolution=0.05, origin_x=-1.0,
-                origin_y=-1.0, width_m=2.0, height_m=2.0, footprint_radius_m=0.1,
-                publish_period_s=0.1, anomaly_map_topic="/detector/anomaly_map",
-                stride_px=2)  # fmt: skip
+    r = NodeRig(
+        HazardNode, "hazard_map", autostart=True, resolution=0.05, width_m=2.0, height_m=2.0,
+        origin=[-1.0, -1.0, 0.0, 0.0, 0.0, 0.0], footprint_radius_m=0.1, publish_period_s=0.1,
+        anomaly_map_topic="/detector/anomaly_map", stride_px=2,
+    )  # fmt: skip
     yield r
     r.close()
 

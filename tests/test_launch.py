@@ -385,18 +385,24 @@ def _arguments(description: LaunchDescription) -> dict[str, DeclareLaunchArgumen
 
 def test_declares_the_arguments(launch_module: types.ModuleType) -> None:
     arguments = _arguments(launch_module.generate_launch_description())
-    assert set(arguments) == {"platform", "model", "camera", "use_sim_time", "autostart"}
+    assert set(arguments) == {"platform", "model", "camera", "use_sim_time", "autostart", "bag",
+                              "scenario", "record", "data_root"}  # fmt: skip
     platform = arguments["platform"]
     assert platform.default_value[0].text == "agv"
-    assert list(platform.choices) == platforms(CONFIG) == ["uav", "agv", "arm"]
+    assert list(platform.choices) == platforms(CONFIG) == [
+        "uav", "agv", "arm", "orbiter", "rover"
+    ]  # fmt: skip
     assert arguments["autostart"].default_value[0].text == "false"
+    assert list(arguments["record"].choices) == ["true", "false"]
+    assert list(arguments["use_sim_time"].choices) == ["auto", "true", "false"]
     assert all(a.description for a in arguments.values())
 
 
-@pytest.mark.parametrize("platform", ["uav", "agv", "arm"])
+@pytest.mark.parametrize("platform", ["uav", "agv", "arm", "orbiter", "rover"])
 def test_one_node_action_per_node_spec(launch_module: types.ModuleType, platform: str) -> None:
     _, launched = _run(launch_module, platform=platform)
     graph = load_graph(platform, CONFIG, {"use_sim_time": False, "autostart": False})
+    assert [n.name for n in graph.nodes] == ["detector", "hazard_map"]
     assert len(launched) == len(graph.nodes)
     for action, spec in zip(launched, graph.nodes, strict=True):
         assert type(action) is (LifecycleNode if spec.lifecycle else Node)
@@ -412,7 +418,7 @@ def test_one_node_action_per_node_spec(launch_module: types.ModuleType, platform
 
 
 def test_arguments_become_parameters_and_remappings(launch_module: types.ModuleType) -> None:
-    _, (detector,) = _run(
+    _, (detector, _) = _run(
         launch_module,
         platform="uav",
         model="/models/tiles.vad",
@@ -428,6 +434,17 @@ def test_arguments_become_parameters_and_remappings(launch_module: types.ModuleT
     remaps = dict(detector.remappings)
     assert remaps["image"] == "/front/image_raw"
     assert remaps["camera_info"] == "/front/camera_info"
+
+
+def test_a_bag_adds_the_player_and_record_the_recorder(launch_module: types.ModuleType) -> None:
+    _, launched = _run(launch_module, platform="rover", bag="/data/sol_270", record="true")
+    assert [a.name for a in launched] == ["player", "detector", "hazard_map", "recorder"]
+    player = launched[0]
+    assert player.parameters[-1] == {"bag": "/data/sol_270", "use_sim_time": True,
+                                     "autostart": False}  # fmt: skip
+    assert all(a.parameters[-1]["use_sim_time"] is True for a in launched)  # auto: a bag plays
+    with pytest.raises(Exception, match="not both"):
+        _run(launch_module, bag="/a", scenario="lunar_orbit")
 
 
 def test_a_platform_outside_the_choices_is_refused(launch_module: types.ModuleType) -> None:

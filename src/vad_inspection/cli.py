@@ -355,49 +355,26 @@ def _frames_from_topic(args: argparse.Namespace) -> list:
 
 
 def _sim(args: argparse.Namespace) -> int:
-    import json
-
-    import numpy as np
     import yaml
 
     from vad_inspection.progress import progress_bar
     from vad_inspection.scenarios import catalog
-    from vad_inspection.scenarios.stream import TOPICS, messages, truth_record
-    from vad_inspection.transport import SENSOR_DATA
-    from vad_inspection.transport.bag import BagWriter
+    from vad_inspection.scenarios.bagfile import write_bag
 
     overrides = {}
     for pair in args.set or ():
         key, _, text = pair.partition("=")
         overrides[key] = yaml.safe_load(text)
     scan = catalog.load(args.scenario, args.data_root, **overrides)
-    start_ns = 1_000_000_000
-    stream = messages(scan, start_ns=start_ns, compressed=args.compressed or "",
-                      depth=not args.no_depth, distro=args.distro)  # fmt: skip
-    frames = scan.frame_count
-    with BagWriter(args.out, args.distro, args.storage) as bag:
-        added: set[str] = set()  # only the topics the scenario has (no depth: no depth topic)
-        with progress_bar(total=frames, desc=f"sim {scan.config.name}", unit="frame") as bar:
-            for item in stream:
-                if item.topic not in added:
-                    latched = "latched" if item.topic == "/tf_static" else None
-                    camera = SENSOR_DATA if item.topic.startswith("/camera/") else None
-                    bag.add_topic(item.topic, TOPICS[item.topic], latched or camera)
-                    added.add(item.topic)
-                bag.write(item.topic, item.stamp_ns, item.message)
-                if item.topic.startswith("/camera/image_raw"):
-                    bar.update(1)
-    record, masks = truth_record(scan, start_ns)
-    truth_path = args.out.with_name(args.out.name + ".truth.json")
-    truth_path.write_text(json.dumps(record, indent=1))
-    anomalous = sum(f["anomalous"] for f in record["frames"])
-    print(f"wrote {args.out} ({frames} frames, {anomalous} anomalous, "
-          f"{len(scan.defects)} distinct defects with 3-D truth)")  # fmt: skip
-    print(f"  truth {truth_path}")
-    if masks:
-        masks_path = args.out.with_name(args.out.name + ".masks.npz")
-        np.savez_compressed(masks_path, **masks)
-        print(f"  masks {masks_path}")
+    with progress_bar(total=scan.frame_count, desc=f"sim {scan.config.name}", unit="frame") as bar:
+        written = write_bag(scan, args.out, distro=args.distro, storage=args.storage,
+                            compressed=args.compressed or "", depth=not args.no_depth,
+                            progress=bar.update)  # fmt: skip
+    print(f"wrote {written.bag} ({written.frames} frames, {written.anomalous} anomalous, "
+          f"{written.defects} distinct defects with 3-D truth)")  # fmt: skip
+    print(f"  truth {written.truth}")
+    if written.masks:
+        print(f"  masks {written.masks}")
     return 0
 
 

@@ -153,6 +153,7 @@ def load_graph(
     overrides: Mapping[str, Any] | None = None,
     *,
     camera: str | None = None,
+    switches: Mapping[str, Any] | None = None,
 ) -> GraphSpec:
     """The nodes ``platform`` runs, ready to launch.
 
@@ -160,7 +161,9 @@ def load_graph(
     ``share/vad_inspection/config`` once installed). ``overrides`` maps parameter names to values
     from launch arguments; ``None`` values mean "not given" and are dropped; each goes to the nodes
     whose kind lists it (see the module docstring). ``camera`` is the camera topic namespace
-    (``/camera``); ``None`` or empty takes the platform's default.
+    (``/camera``); ``None`` or empty takes the platform's default. ``switches`` are launch
+    arguments that only decide which nodes run (``record``); a node with ``when: <argument>``
+    runs if that argument, among the switches or the overrides, is true or a non-empty text.
     """
     config = Path(config_dir)
     doc = read_graph(config)
@@ -179,6 +182,10 @@ def load_graph(
     variables = {"camera": camera_ns, "platform": platform}
     shared = _names(doc.get("shared_launch_parameters", []), f"{where}: shared_launch_parameters")
     given = _overrides(overrides or {})
+    conditions: dict[str, Any] = {
+        str(k): parse_bool(v, str(k)) for k, v in (switches or {}).items() if v is not None
+    }
+    conditions.update(given)
 
     platform_files: list[str] = []
     if entry.get("params_file") is not None:
@@ -192,7 +199,11 @@ def load_graph(
     for name, node_entry in nodes_entry.items():
         context = f"{where}: platform {platform!r}: node {name!r}"
         node_entry = _map(node_entry, context)
-        _only(node_entry, {"kind", "namespace", "remappings", "params_files", "respawn"}, context)
+        _only(node_entry, {"kind", "namespace", "remappings", "params_files", "respawn", "when"},
+              context)  # fmt: skip
+        when = node_entry.get("when")
+        if when is not None and not _switched_on(conditions.get(str(when)), f"{context}: when"):
+            continue
         kind_name = str(node_entry.get("kind", name))
         if kind_name not in doc["nodes"]:
             raise GraphError(
@@ -276,6 +287,14 @@ def load_graph(
 # helpers
 
 
+def _switched_on(value: Any, what: str) -> bool:
+    """A ``when`` argument's value: unset, false or empty text is off; true or a text (a bag's
+    path) is on."""
+    if isinstance(value, str):
+        return bool(value.strip())
+    return bool(value)
+
+
 def _map(value: Any, what: str) -> dict[str, Any]:
     if value is None:
         return {}
@@ -356,3 +375,72 @@ def _overrides(overrides: Mapping[str, Any]) -> dict[str, Any]:
         else:
             raise GraphError(f"override {name!r}: unsupported value {value!r}")
     return out
+
+
+#: The launch arguments of ``inspection.launch.py`` and ``vad-inspection launch``, with their
+#: defaults (text, as launch gives them) and descriptions.
+LAUNCH_ARGUMENTS: dict[str, tuple[str, str]] = {
+    "platform": ("agv", "robot platform: its nodes come from config/graph.yaml and their "
+                        "parameters from config/<platform>.yaml"),
+    "model": ("", "model file (.vad) for the detector; empty: the platform file's value"),
+    "camera": ("", "camera topic namespace (/camera: image from /camera/image_raw, camera_info "
+                   "from /camera/camera_info); empty: the platform's default"),
+    "use_sim_time": ("auto", "follow /clock (true), the system time (false), or auto: /clock "
+                             "when a bag or scenario plays"),
+    "autostart": ("false", "lifecycle nodes configure and activate themselves; false: they wait "
+                           "unconfigured for `ros2 lifecycle set`"),
+    "bag": ("", "a rosbag2 bag to play into the graph (adds the player)"),
+    "scenario": ("", "a scenario (sim/ name or YAML) written to a bag once and played"),
+    "record": ("false", "run the recorder (durable store, downlink windows)"),
+    "data_root": ("../shared/data", "where a scenario's imagery lives"),
+}  # fmt: skip
+BOOL_ARGUMENTS = ("autostart", "record")
+
+
+@dataclass(frozen=True)
+class LaunchPlan:
+    """What a launch resolves its arguments to: the graph and the bag it plays (if any)."""
+
+    graph: GraphSpec
+    bag: str
+    use_sim_time: bool
+
+
+def plan_launch(
+    arguments: Mapping[str, str], config_dir: str | Path, cache_dir: str | Path | None = None,
+    progress: Any = None,
+) -> LaunchPlan:  # fmt: skip
+    """The graph of the launch ``arguments`` (text, as launch passes them; missing ones take
+    :data:`LAUNCH_ARGUMENTS`' defaults). ``scenario`` is written to a bag in ``cache_dir`` the
+    first time (``vad_inspection.scenarios.bagfile.scenario_bag``) and played like ``bag``;
+    giving both is refused. ``use_sim_time`` ``auto`` follows /clock exactly when something
+    plays."""
+    given = {k: str(v) for k, v in arguments.items()}
+    unknown = sorted(set(given) - set(LAUNCH_ARGUMENTS))
+    if unknown:
+        raise GraphError(f"unknown launch argument(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(LAUNCH_ARGUMENTS)}")  # fmt: skip
+    value = {k: given.get(k, default) for k, (default, _) in LAUNCH_ARGUMENTS.items()}
+    bag, scenario = value["bag"].strip(), value["scenario"].strip()
+    if bag and scenario:
+        raise GraphError(f"give bag:= or scenario:=, not both (bag {bag!r}, scenario {scenario!r})")
+    if scenario:
+        from ..scenarios.bagfile import scenario_bag
+
+        cache = Path(cache_dir or Path.home() / ".cache" / PACKAGE / "scenarios")
+        bag = str(scenario_bag(scenario, Path(value["data_root"]), cache, progress=progress))
+    sim_time = value["use_sim_time"].strip().lower()
+    use_sim_time = bool(bag) if sim_time == "auto" else parse_bool(sim_time, "use_sim_time")
+    graph = load_graph(
+        value["platform"],
+        config_dir,
+        {
+            "use_sim_time": use_sim_time,
+            "autostart": parse_bool(value["autostart"], "autostart"),
+            "model": value["model"] or None,
+            "bag": bag or None,
+        },
+        camera=value["camera"] or None,
+        switches={"record": value["record"]},
+    )
+    return LaunchPlan(graph, bag, use_sim_time)

@@ -4,7 +4,9 @@ frames, as a Nav2 occupancy grid; and the landing sites (or stand-off points) it
 Inputs: the detector's ``~/anomaly_map`` (32FC1, 0.5 = threshold; ``anomaly_map_topic``),
 ``camera_info``, ``/tf`` and ``/tf_static`` (the camera's pose in ``map_frame`` at each map's
 stamp), and with ``use_depth`` the registered ``depth`` image; without depth each pixel's ray meets
-the ``plane`` (``n_x n_y n_z d`` in ``map_frame``: the ground, a wall). Evidence per cell is
+the ``plane`` (``n_x n_y n_z d`` in ``map_frame``: the ground, a wall). The grid lies in the
+xy plane of ``origin`` (a pose in ``map_frame``): on the ground for a rover or an orbiter, on the
+wall or the part's surface for a drone along a wall or an arm. Evidence per cell is
 accumulated with :class:`~vad_inspection.geometry.hazard.HazardGrid` (soft evidence, a half-life).
 
 Outputs every ``publish_period_s`` (reliable, transient local, as Nav2's map server offers its
@@ -27,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import FrameError, SetupError
-from ..geometry import GeometryError, planar_matrix
+from ..geometry import GeometryError, axis_angle_matrix, make_transform
 from ..geometry.hazard import HazardConfig, HazardGrid, project_to_plane, project_with_depth
 from ..geometry.landing import Site, rank_sites
 from ..geometry.locate import depth_image
@@ -48,10 +50,12 @@ class HazardParams:
     anomaly_map_topic: str = parameter("/detector/anomaly_map", "the detector's anomaly maps")
     map_frame: str = parameter("map", "frame of the grid (and of the plane)")
     resolution: float = parameter(0.5, "cell size (m)")
-    origin_x: float = parameter(-50.0, "x of cell (0, 0)'s corner in map_frame (m)")
-    origin_y: float = parameter(-50.0, "y of cell (0, 0)'s corner in map_frame (m)")
-    width_m: float = parameter(100.0, "extent along x (m)")
-    height_m: float = parameter(100.0, "extent along y (m)")
+    origin: list[float] = parameter(
+        [-50.0, -50.0, 0.0, 0.0, 0.0, 0.0],
+        "pose of cell (0, 0)'s corner in map_frame: x y z (m) roll pitch yaw (rad)",
+    )
+    width_m: float = parameter(100.0, "extent along the origin's x (m)")
+    height_m: float = parameter(100.0, "extent along the origin's y (m)")
     plane: list[float] = parameter([0.0, 0.0, 1.0, 0.0], "surface n_x n_y n_z d in map_frame")
     use_depth: bool = parameter(False, "place pixels by the registered depth image")
     depth_units: str = parameter("auto", "depth pixel units", choices=("auto", "mm", "m"))
@@ -121,7 +125,9 @@ class HazardNode(LifecycleNode):
             )  # fmt: skip
         except GeometryError as error:
             raise SetupError(str(error)) from None
-        origin = planar_matrix(p.origin_x, p.origin_y, 0.0)
+        if len(p.origin) != 6:
+            raise SetupError(f"parameter 'origin' needs x y z roll pitch yaw; got {p.origin}")
+        origin = pose_from_xyz_rpy(*p.origin)
         self.grid = HazardGrid(rows, cols, p.resolution, origin, p.map_frame, config)
         self.log.info("hazard grid %d x %d cells of %g m in %s", cols, rows, p.resolution,
                       p.map_frame)  # fmt: skip
@@ -234,6 +240,15 @@ class HazardNode(LifecycleNode):
         text = f"{int(known.sum())} cells known, {len(self.sites)} sites"
         self._pubs["diagnostics"].publish(diagnostic_array(
             [status(self.bus.fqn, level, text, values, distro=distro)], stamp, distro))  # fmt: skip
+
+
+def pose_from_xyz_rpy(x: float, y: float, z: float, roll: float, pitch: float, yaw: float
+                      ) -> np.ndarray:  # fmt: skip
+    """A 4x4 pose from a position and fixed-axis roll, pitch, yaw (REP 103: yaw, then pitch, then
+    roll about the rotated axes, i.e. R = Rz(yaw) Ry(pitch) Rx(roll))."""
+    rotation = (axis_angle_matrix([0, 0, 1], yaw) @ axis_angle_matrix([0, 1, 0], pitch)
+                @ axis_angle_matrix([1, 0, 0], roll))  # fmt: skip
+    return make_transform(rotation, [x, y, z])
 
 
 def main(argv: list[str] | None = None) -> int:
