@@ -137,7 +137,8 @@ def test_every_platform_loads_with_a_detector(platform: str) -> None:
     assert graph.platform == platform and graph.description
     detector = graph.node("detector")
     assert detector.executable == "detector" and detector.package == "vad_inspection"
-    assert detector.lifecycle and not detector.respawn
+    assert detector.lifecycle and detector.respawn
+    assert detector.watch == ("/detector/score", "vision_msgs/msg/Classification")
     assert detector.params_files == (str((CONFIG / f"{platform}.yaml").resolve()),)
     assert detector.parameters == {}  # no launch argument given, nothing overridden
 

@@ -26,6 +26,7 @@ Pure Python: no ROS imports (``ros2 launch`` imports this module, and so does th
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -75,6 +76,7 @@ class NodeSpec:
     respawn: bool = False
     lifecycle: bool = False
     package: str = PACKAGE
+    watch: tuple[str, str] | None = None  # (resolved topic, type) whose rate shows it works
 
     @property
     def fqn(self) -> str:
@@ -213,7 +215,15 @@ def load_graph(
         kind = _map(doc["nodes"][kind_name], f"{where}: node kind {kind_name!r}")
         _only(
             kind,
-            {"executable", "lifecycle", "respawn", "launch_parameters", "remappings", "package"},
+            {
+                "executable",
+                "lifecycle",
+                "respawn",
+                "launch_parameters",
+                "remappings",
+                "package",
+                "watch",
+            },
             f"{where}: node kind {kind_name!r}",
         )
         if not isinstance(kind.get("executable"), str) or not kind["executable"]:
@@ -261,6 +271,15 @@ def load_graph(
             lifecycle=parse_bool(kind.get("lifecycle", False), "lifecycle"),
             package=str(kind.get("package", PACKAGE)),
         )
+        watch = kind.get("watch")
+        if watch is not None:
+            if not (
+                isinstance(watch, list)
+                and len(watch) == 2
+                and all(isinstance(w, str) for w in watch)
+            ):
+                raise GraphError(f"{where}: node kind {kind_name!r}: watch must be [topic, type]")
+            spec = dataclasses.replace(spec, watch=(spec.resolve(watch[0]), watch[1]))
         for src, dst in spec.remappings:
             try:
                 resolve_topic(src, spec.namespace, spec.name)

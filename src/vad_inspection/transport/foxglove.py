@@ -225,7 +225,7 @@ class FoxgloveBridge:
         now_ns = self.bus.now_ns
 
         def forward(data: bytes) -> None:
-            stamp = None
+            stamp = header_stamp_ns(data) if stamped else None
             channel.log(data, log_time=stamp if stamp is not None and stamp > 0 else now_ns())
 
         return forward
