@@ -319,3 +319,15 @@ def test_a_window_cut_off_mid_write_is_set_aside_read_up_to_the_cut_and_sent_aga
             ]
     finally:
         r.close()
+
+
+def test_a_downlink_service_call_opens_a_window_now(rigs, tmp_path: Path) -> None:
+    from vad_inspection.msgs.defaults import new_message
+
+    r = rigs(tmp_path, window_bytes=50_000)
+    r.stream(30)
+    client = r.cam.create_client("/recorder/downlink", "std_srvs/srv/Trigger")
+    assert client.wait_for_service(5.0)
+    reply = client.call(new_message("std_srvs/srv/Trigger_Request"), timeout=10.0)
+    assert reply.success and "of 50000 bytes" in reply.message
+    assert len(r.node.windows_written) == 1 and str(r.node.windows_written[0]) in reply.message

@@ -17,7 +17,8 @@ each, the first ``first_window_s`` after activation) the
 :class:`~vad_inspection.downlink.planner.Planner` picks frames and forms by value per byte, and
 what it picked is written into one rosbag2 MCAP bag per window under ``downlink_dir`` (full frames
 on their own topic, JPEGs as CompressedImage on ``<topic>/compressed``, defect crops on
-``<topic>/crops``, metadata as DiagnosticArray on ``/downlink/meta``), then marked sent. A frame
+``<topic>/crops``, metadata as DiagnosticArray on ``/downlink/meta``), then marked sent;
+``~/downlink`` (std_srvs/Trigger) opens a window of ``window_bytes`` now. A frame
 sent as metadata only stays queued (the ground may ask for it; the planner will not send its
 metadata twice). What the planner has sent (tags, signatures) is kept beside the store, so a
 restarted recorder still counts a defect once. ``~/status`` (DiagnosticArray, reliable, latched)
@@ -59,6 +60,7 @@ from ..errors import FrameError, VadError
 from ..msgs import deserialize
 from ..msgs.anomaly import RAW_CLASS, diagnostic_array, status
 from ..msgs.cdr import header_stamp_ns
+from ..msgs.defaults import new_message
 from ..msgs.image import Frame, frame_to_compressed, msg_to_frame
 from ..msgs.time import stamp_to_ns
 from ..transport import DEFAULT, LATCHED, SENSOR_DATA, Bus
@@ -123,6 +125,7 @@ class RecorderNode(LifecycleNode):
         self._diag = bus.create_publisher("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray",
                                           DEFAULT)  # fmt: skip
         self._timer = bus.create_timer(self.params.status_period_s, self._tick)
+        self._service = bus.create_service("~/downlink", "std_srvs/srv/Trigger", self._on_downlink)
         if self.params.autostart and self.trigger("configure"):
             self.trigger("activate")
 
@@ -327,6 +330,24 @@ class RecorderNode(LifecycleNode):
                 self.counts["window_errors"] += 1
                 self.log.error("downlink window failed, nothing marked sent: %s", error)
         self._publish_status()
+
+    def _on_downlink(self, _request: Any) -> Any:
+        """A contact now (a ground command, the end of a pass): one window of ``window_bytes``,
+        outside the schedule."""
+
+        def reply(ok: bool, message: str) -> Any:
+            return new_message("std_srvs/srv/Trigger_Response", self.bus.distro, success=ok,
+                               message=message)  # fmt: skip
+
+        if not self.active:
+            return reply(False, f"the recorder is {self.state.label}: activate it first")
+        try:
+            path = self.downlink(self.params.window_bytes)
+        except (VadError, BagError, StoreError, OSError) as error:
+            self.counts["window_errors"] += 1
+            return reply(False, f"downlink window failed, nothing marked sent: {error}")
+        w = self.last_window
+        return reply(True, f"{w['items']} items, {w['bytes']} of {w['budget']} bytes -> {path}")
 
     def _memory_path(self) -> Path:
         return Path(self.params.store_dir) / "planner_memory.json"
