@@ -72,6 +72,7 @@ class Rig:
         for i in range(count):
             self.frame(i)
             self.cam.spin_until(lambda i=i: self._seen() >= i + 1, 5.0)
+        assert self.node.flush(10.0)  # everything decided is in the store
 
     def _seen(self) -> int:
         c = self.node.counts
@@ -331,3 +332,26 @@ def test_a_downlink_service_call_opens_a_window_now(rigs, tmp_path: Path) -> Non
     reply = client.call(new_message("std_srvs/srv/Trigger_Request"), timeout=10.0)
     assert reply.success and "of 50000 bytes" in reply.message
     assert len(r.node.windows_written) == 1 and str(r.node.windows_written[0]) in reply.message
+
+
+def test_detections_arriving_after_the_score_still_tag_the_stored_frame(
+    rigs, tmp_path: Path
+) -> None:
+    """Over DDS the detector's score often overtakes its detections: the recorder waits a little
+    for a flagged frame's detections before storing it."""
+    r = rigs(tmp_path)
+    stamp = NS
+    image = np.full((48, 64, 3), 90, np.uint8)
+    r.image.publish(frame_to_msg(Frame(image, "rgb8", stamp, "cam")))
+    head = header(stamp, "cam")
+    results = [new_message("vision_msgs/msg/ObjectHypothesis", class_id="anomaly", score=0.9)]
+    r.score.publish(new_message("vision_msgs/msg/Classification", header=head, results=results))
+    r.cam.spin_until(lambda: r.node.counts["throttled"] + len(r.node._jobs) >= 1, 2.0)
+    box = new_message("vision_msgs/msg/BoundingBox2D", size_x=10.0, size_y=10.0)
+    late = new_message("vision_msgs/msg/Detection2D", header=head, bbox=box, id="D0042")
+    r.dets.publish(new_message("vision_msgs/msg/Detection2DArray", header=head,
+                               detections=[late]))  # fmt: skip
+    assert r.cam.spin_until(lambda: r.node.counts["accepted_flagged"] == 1, 5.0)
+    assert r.node.flush(5.0)
+    (item,) = r.node.store.pending()
+    assert item.tag == "D0042" and item.meta["boxes"] == [[-5, -5, 10, 10]]

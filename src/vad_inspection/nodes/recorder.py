@@ -37,7 +37,7 @@ import os
 import threading
 import time
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +49,9 @@ from ..downlink.planner import (
     Choice,
     Planner,
     Window,
-    forms_for,
+    describe,
     oversized,
     padded_box,
-    signature,
 )
 from ..downlink.schedule import Contact, ScheduleError, parse_schedule, periodic
 from ..downlink.store import DiskFull, QuotaExceeded, Store, StoreError
@@ -99,6 +98,26 @@ class _Held:
     scored: bool = False  # throttled frames stay here as context for a later event
 
 
+@dataclass
+class _Job:
+    """A decided frame on its way into the store (the worker's queue)."""
+
+    held: _Held
+    raw: float
+    normalised: float
+    anomalous: bool
+    why: str
+    decided: float  # monotonic s
+
+
+#: how long the worker waits for a flagged frame's detections (they may follow its score)
+DETECTIONS_WAIT_S = 0.5
+#: how long a frame waits in the ring for its score, beyond the pre-event window
+SCORE_WAIT_S = 2.0
+#: image messages the subscription may hold while the node is busy (best effort keeps the last N)
+IMAGE_DEPTH = 30
+
+
 class RecorderNode(LifecycleNode):
     """See the module docstring. Construct with a :class:`~vad_inspection.transport.Bus`."""
 
@@ -119,7 +138,18 @@ class RecorderNode(LifecycleNode):
         self._window_index = 0
         self._disk_full = ""  # the latest full-disk refusal, until a frame is accepted again
         self._lock = threading.Lock()
+        self._window_lock = threading.Lock()
         self._subs: list[Any] = []
+        # Storing (decode, forms, write, fsync) and downlink windows run on a worker thread, so
+        # the thread taking messages only decides and queues: at 30 Hz a window or the context
+        # frames of an event take longer than the subscriptions' buffers last.
+        self._jobs: deque[_Job] = deque()
+        self._windows: deque[tuple[int, threading.Event | None]] = deque()  # bytes, done
+        self._wake = threading.Condition(self._lock)
+        self._idle = threading.Event()
+        self._idle.set()
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
         self._status = bus.create_publisher("~/status", "diagnostic_msgs/msg/DiagnosticArray",
                                             LATCHED)  # fmt: skip
         self._diag = bus.create_publisher("/diagnostics", "diagnostic_msgs/msg/DiagnosticArray",
@@ -139,6 +169,9 @@ class RecorderNode(LifecycleNode):
         except StoreError as error:
             raise VadError(str(error)) from None
         self._set_aside_cut_windows()
+        self._stop.clear()
+        self._worker = threading.Thread(target=self._work, name="recorder-store", daemon=True)
+        self._worker.start()
         self.planner = Planner()
         memory = self._memory_path()
         if memory.is_file():
@@ -154,12 +187,14 @@ class RecorderNode(LifecycleNode):
 
     def on_activate(self) -> bool:
         bus, p = self.bus, self.params
+        images = replace(SENSOR_DATA, depth=IMAGE_DEPTH)
+        deep = replace(DEFAULT, depth=100)
         self._subs = [
-            bus.create_subscription("image", IMAGE, self._on_image, SENSOR_DATA, raw=True),
+            bus.create_subscription("image", IMAGE, self._on_image, images, raw=True),
             bus.create_subscription(p.score_topic, "vision_msgs/msg/Classification",
-                                    self._on_score, DEFAULT),
+                                    self._on_score, deep),
             bus.create_subscription(p.detections_topic, "vision_msgs/msg/Detection2DArray",
-                                    self._on_detections, DEFAULT),
+                                    self._on_detections, deep),
         ]  # fmt: skip
         self._contacts = self._schedule()
         if self._contacts:
@@ -211,9 +246,23 @@ class RecorderNode(LifecycleNode):
         return True
 
     def close(self) -> None:
+        """Store what is queued, stop the worker, close the store."""
+        worker = self._worker
+        if worker is not None and worker.is_alive():
+            self.flush(10.0)
+            self._stop.set()
+            with self._wake:
+                self._wake.notify_all()
+            if threading.current_thread() is not worker:
+                worker.join(10.0)
+        self._worker = None
         if self.store is not None:
             self.store.close()
             self.store = None
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every decided frame is in the store (tests, shutdown)."""
+        return self._idle.wait(timeout)
 
     # -- inputs ----------------------------------------------------------------------------------
     def _on_image(self, data: Any) -> None:
@@ -226,7 +275,7 @@ class RecorderNode(LifecycleNode):
         now = time.monotonic()
         with self._lock:
             self._ring.append(_Held(stamp, raw, now))
-            keep = max(self.params.pre_event_s, 1.0) + 5.0  # the score may come a little later
+            keep = self.params.pre_event_s + SCORE_WAIT_S  # the score may come a little later
             while self._ring and now - self._ring[0].received > keep:
                 if not self._ring.popleft().scored:
                     self.counts["never_scored"] += 1
@@ -262,7 +311,7 @@ class RecorderNode(LifecycleNode):
                 before = [h for h in self._ring if h.scored and h.stamp_ns < stamp
                           and (stamp - h.stamp_ns) / NS <= self.params.pre_event_s]  # fmt: skip
                 for h in before:
-                    self._accept(h, float("nan"), float("nan"), True, "pre-event")
+                    self._queue(h, float("nan"), float("nan"), True, "pre-event")
             event = flagged or stamp <= self._event_until
             if not event:
                 period = self.params.routine_period_s
@@ -271,22 +320,73 @@ class RecorderNode(LifecycleNode):
                     held.scored = True  # stays as context for an event that may follow
                     return
                 self._last_routine = stamp
-            self._accept(held, raw, normalised, event, "flagged" if flagged else
-                         ("post-event" if event else "routine"))  # fmt: skip
+            self._queue(held, raw, normalised, event, "flagged" if flagged else
+                        ("post-event" if event else "routine"))  # fmt: skip
 
-    def _accept(self, held: _Held, raw: float, normalised: float, anomalous: bool, why: str
-                ) -> None:  # fmt: skip
-        """Into the store (under the lock); the frame leaves the ring buffer."""
+    def _queue(self, held: _Held, raw: float, normalised: float, anomalous: bool, why: str
+               ) -> None:  # fmt: skip
+        """To the worker (under the lock); the frame leaves the ring buffer."""
         if held in self._ring:
             self._ring.remove(held)
+        if self._worker is None:
+            self.counts["not_configured"] += 1
+            return
+        self._jobs.append(_Job(held, raw, normalised, anomalous, why, time.monotonic()))
+        self._idle.clear()
+        self._wake.notify()
+
+    # -- the worker ------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._wake:
+                while not (self._jobs or self._windows or self._stop.is_set()):
+                    self._idle.set()
+                    self._wake.wait(0.5)
+                if self._stop.is_set() and not self._jobs and not self._windows:
+                    self._idle.set()
+                    return
+                window = self._windows.popleft() if self._windows else None
+                job = None
+                if window is None:
+                    job = self._jobs[0]
+                    waited = time.monotonic() - job.decided
+                    if (
+                        job.why == "flagged"
+                        and job.held.stamp_ns not in self._boxes
+                        and waited < DETECTIONS_WAIT_S
+                        and not self._stop.is_set()
+                    ):
+                        self._wake.wait(DETECTIONS_WAIT_S - waited)  # its detections may follow
+                        continue
+                    self._jobs.popleft()
+                    tag, boxes = self._boxes.get(job.held.stamp_ns, ("", []))
+            if window is not None:
+                size, done = window
+                try:
+                    self.downlink(size)
+                except (VadError, BagError, StoreError, OSError) as error:
+                    self.counts["window_errors"] += 1
+                    self.log.error("downlink window failed, nothing marked sent: %s", error)
+                finally:
+                    if done is not None:
+                        done.set()
+            elif job is not None:
+                try:
+                    self._accept(job, tag, boxes)
+                except Exception as error:  # a worker must not die: count, say, go on
+                    self.counts["store_errors"] += 1
+                    self.log.error("frame at %d ns not stored: %s", job.held.stamp_ns, error)
+
+    def _accept(self, job: _Job, tag: str, boxes: list[tuple[int, int, int, int]]) -> None:
+        """Into the store (on the worker)."""
+        held, raw, normalised, anomalous, why = (job.held, job.raw, job.normalised,
+                                                 job.anomalous, job.why)  # fmt: skip
         if self.store is None:
             self.counts["not_configured"] += 1
             return
-        tag, boxes = self._boxes.get(held.stamp_ns, ("", []))
         try:
             frame = msg_to_frame(deserialize(held.data, IMAGE))
-            forms = forms_for(frame.image, boxes, raw_bytes=len(held.data))
-            sig = signature(frame.image)
+            forms, sig = describe(frame.image, boxes, raw_bytes=len(held.data))
         except FrameError as error:
             self.counts["undecodable"] += 1
             self.log.warning("frame at %d ns kept without forms: %s", held.stamp_ns, error)
@@ -324,12 +424,20 @@ class RecorderNode(LifecycleNode):
                 last = self._contacts[-1] if self._contacts else contact
                 self._contacts.append(Contact(last.start_ns + round(p.window_period_s * NS),
                                               last.bytes))  # fmt: skip
-            try:
-                self.downlink(contact.bytes)
-            except (VadError, BagError, StoreError, OSError) as error:
-                self.counts["window_errors"] += 1
-                self.log.error("downlink window failed, nothing marked sent: %s", error)
+            self._window_later(contact.bytes)
         self._publish_status()
+
+    def _window_later(self, size: int) -> threading.Event:
+        """A downlink window on the worker, after the frames decided before it; set when done."""
+        done = threading.Event()
+        if self._worker is None:
+            done.set()
+            return done
+        with self._wake:
+            self._windows.append((size, done))
+            self._idle.clear()
+            self._wake.notify()
+        return done
 
     def _on_downlink(self, _request: Any) -> Any:
         """A contact now (a ground command, the end of a pass): one window of ``window_bytes``,
@@ -341,13 +449,15 @@ class RecorderNode(LifecycleNode):
 
         if not self.active:
             return reply(False, f"the recorder is {self.state.label}: activate it first")
-        try:
-            path = self.downlink(self.params.window_bytes)
-        except (VadError, BagError, StoreError, OSError) as error:
-            self.counts["window_errors"] += 1
-            return reply(False, f"downlink window failed, nothing marked sent: {error}")
+        before = len(self.windows_written)
+        errors = self.counts["window_errors"]
+        if not self._window_later(self.params.window_bytes).wait(120.0):
+            return reply(False, "the window is still being written after 120 s")
+        if self.counts["window_errors"] > errors or len(self.windows_written) == before:
+            return reply(False, "downlink window failed, nothing marked sent (see the log)")
         w = self.last_window
-        return reply(True, f"{w['items']} items, {w['bytes']} of {w['budget']} bytes -> {path}")
+        return reply(True, f"{w['items']} items, {w['bytes']} of {w['budget']} bytes -> "
+                     f"{self.windows_written[-1]}")  # fmt: skip
 
     def _memory_path(self) -> Path:
         return Path(self.params.store_dir) / "planner_memory.json"
@@ -378,11 +488,15 @@ class RecorderNode(LifecycleNode):
         return out
 
     def downlink(self, window_bytes: int) -> Path | None:
-        """Plan one window, write its bag, mark what it holds sent; the bag's path."""
+        """Plan one window, write its bag, mark what it holds sent; the bag's path. (The node
+        runs windows on its worker; calling this directly is for tests and tools.)"""
         if self.store is None:
             raise VadError("the recorder is not configured")
-        with self._lock:
-            candidates = self.candidates()
+        with self._window_lock:
+            return self._downlink(self.store, window_bytes)
+
+    def _downlink(self, store: Store, window_bytes: int) -> Path | None:
+        candidates = self.candidates()
         window = Window(time.time_ns(), window_bytes)
         too_big = oversized(candidates, window)
         if too_big:
@@ -395,7 +509,7 @@ class RecorderNode(LifecycleNode):
         path = Path(self.params.downlink_dir) / f"window_{self._window_index:04d}_{window.start_ns}"
         path.parent.mkdir(parents=True, exist_ok=True)
         self._write_window(path, choices)
-        self.store.mark_sent([c.seq for c in choices if c.form != META], window=path.name)
+        store.mark_sent([c.seq for c in choices if c.form != META], window=path.name)
         self._save_memory()
         self.windows_written.append(path)
         self.last_window = {
@@ -413,7 +527,6 @@ class RecorderNode(LifecycleNode):
         with BagWriter(path, distro) as bag:
             for choice in choices:
                 item = self.store.get(choice.seq)
-                data = self.store.payload(choice.seq)
                 stamp = item.stamp_ns
                 meta = {
                     "seq": item.seq, "score": item.score, "tag": item.tag,
@@ -423,7 +536,8 @@ class RecorderNode(LifecycleNode):
                 record = status(f"seq {item.seq}", 0, choice.form, meta, distro=distro)
                 bag.write("/downlink/meta", stamp, diagnostic_array([record], stamp, distro))
                 if choice.form == "meta":
-                    continue
+                    continue  # the pixels are not read for a metadata record
+                data = self.store.payload(choice.seq)
                 if choice.form == "full":
                     bag.add_topic(item.topic, IMAGE)
                     bag.write(item.topic, stamp, data)
