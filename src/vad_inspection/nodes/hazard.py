@@ -149,10 +149,19 @@ class HazardNode(LifecycleNode):
         return True
 
     def on_cleanup(self) -> bool:
-        self.grid = None
+        self.close()
+        return True
+
+    def on_shutdown(self) -> bool:
+        self.close()
+        return True
+
+    def close(self) -> None:
+        """Drop the grid (the runner calls this on the way out; nothing is on disk)."""
+        with self._lock:
+            self.grid = None
         self.sites = []
         self.inputs.reset()
-        return True
 
     # -- input -----------------------------------------------------------------------------------
     def _on_map(self, msg: Any) -> None:
