@@ -9,10 +9,11 @@ STAMP := $(VENV)/.installed
 DATA ?= ../shared/data
 OUT ?= out/demo
 
-.PHONY: demo test browser lint colcon clean help
+.PHONY: demo eval test browser lint colcon clean help
 
 help:
-	@echo "make demo     run the main job (evaluation of the models on the real datasets)"
+	@echo "make demo     run the main job: scenarios through the robot's graph, one HTML report"
+	@echo "make eval     the evaluation job: every model under three settings on the real datasets"
 	@echo "make test     run the test suite"
 	@echo "make lint     ruff over src/ tests/ benchmarks/"
 	@echo "make browser  headless Chromium for the report's browser tests (apt-get, as root)"
@@ -26,6 +27,9 @@ $(STAMP): setup.py setup.cfg
 
 demo: $(STAMP)
 	$(BIN)/vad-inspection demo --data-root $(DATA) --out $(OUT)
+
+eval: $(STAMP)
+	$(BIN)/vad-inspection eval --data-root $(DATA) --out out/eval
 
 # The replay report's tests open the page in a real browser, headless Chromium, which is not on
 # PyPI but Debian's `chromium` package: installed here when missing and we are root (a fresh CI

@@ -149,3 +149,23 @@ def test_unseen_ground_is_no_landing_site_and_a_huge_footprint_finds_none() -> N
     assert rank_sites(g.frame, g.probability(), g.confidence(), footprint_radius_m=40.0) == []
     with pytest.raises(GeometryError):
         rank_sites(g.frame, g.probability(), g.confidence(), footprint_radius_m=0.0)
+
+
+def test_the_automatic_stride_leaves_no_gap_in_the_view() -> None:
+    from vad_inspection.geometry.hazard import auto_stride
+
+    pose = nadir(0.0, 0.0, 10.0)  # 10 cm of ground per pixel
+    assert auto_stride(CAMERA, pose, GROUND, (W, H), 0.5) == 2  # half a 0.5 m cell: 2 px
+    assert auto_stride(CAMERA, pose, GROUND, (W, H), 0.1) == 1
+    g = grid(res=0.5, size=60)
+    heat = np.zeros((H, W), np.float32)
+    points, values = project_to_plane(heat, CAMERA, pose, GROUND, stride=2)
+    g.observe(points, values, 0)
+    # the view covers 16 m x 12 m: every cell well inside it was sampled
+    rows = slice(30 - 10, 30 + 10)  # 5 m either side of the centre along y
+    cols = slice(30 - 14, 30 + 14)  # 7 m along x
+    assert (g.seen[rows, cols] == 1).all()
+    coarse = grid(res=0.5, size=60)
+    points, values = project_to_plane(heat, CAMERA, pose, GROUND, stride=8)
+    coarse.observe(points, values, 0)
+    assert (coarse.seen[rows, cols] == 0).any()  # samples 0.8 m apart leave cells unseen

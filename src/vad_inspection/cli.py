@@ -73,7 +73,7 @@ def _method_options(pairs: Sequence[str] | None) -> dict[str, dict[str, object]]
 
 def _demo_options(pairs: Sequence[str] | None) -> dict[str, dict[str, object]]:
     """The demo's method options (the VAE's crack options) updated by the user's."""
-    from vad_inspection.demo import DemoOptions
+    from vad_inspection.eval.job import DemoOptions
 
     merged = {k: dict(v) for k, v in DemoOptions(Path(), Path()).method_options.items()}
     for method, options in _method_options(pairs).items():
@@ -116,14 +116,19 @@ def _build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    ev = sub.add_parser("eval", help="compare models on datasets under the three settings")
+    ev = sub.add_parser(
+        "eval",
+        help="compare models on datasets under the three settings (no --data: the evaluation "
+        "job on the real datasets beside us, `make eval`)",
+    )
     ev.add_argument(
         "--data",
         action="append",
-        required=True,
         metavar="SPEC",
         help="dataset spec kind:path[?key=value&...], e.g. crackforest:data/crackforest?tile=64",
     )
+    ev.add_argument("--data-root", type=Path, default=Path("../shared/data"),
+                    help="without --data: where the real datasets are")  # fmt: skip
     ev.add_argument("--size", type=int, default=256, help="input size the images are scored at")
     ev.add_argument(
         "--model-file",
@@ -192,6 +197,29 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("node", choices=sorted(NODES), help="which node")
     run.add_argument("node_args", nargs=argparse.REMAINDER, help="the node's own options")
 
+    from vad_inspection.nodes.graph import LAUNCH_ARGUMENTS
+
+    launch = sub.add_parser(
+        "launch",
+        help="start a platform's node graph without ROS 2 (one process per node over Cyclone "
+        "DDS), as `ros2 launch vad_inspection inspection.launch.py` would",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="launch arguments (default):\n" + "\n".join(
+            f"  {name}:={default or repr('')}  {text}"
+            for name, (default, text) in LAUNCH_ARGUMENTS.items()
+        ),
+    )  # fmt: skip
+    launch.add_argument("arguments", nargs="*", metavar="NAME:=VALUE",
+                        help="launch arguments, e.g. platform:=uav autostart:=true")  # fmt: skip
+    launch.add_argument("--out", type=Path, default=None,
+                        help="run folder: logs/<node>.log, launch.log "
+                        "(default out/launch/<date_time>)")  # fmt: skip
+    launch.add_argument("--duration", type=float, default=None, metavar="S",
+                        help="stop by itself after S seconds")  # fmt: skip
+    launch.add_argument("--loopback", action="store_true",
+                        help="the shipped one-host Cyclone configuration")  # fmt: skip
+    launch.add_argument("--quiet", action="store_true", help="events only, no status table")
+
     sim = sub.add_parser(
         "sim", help="write a scenario (camera stream with ground truth) to a rosbag2 bag"
     )
@@ -250,10 +278,15 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="lunar_orbit: craters this wide are the defects")  # fmt: skip
     dl.add_argument("-o", "--out", type=Path, default=Path("out/downlink-eval"))
 
-    demo = sub.add_parser("demo", help="the main job: evaluate on the real datasets beside us")
+    demo = sub.add_parser(
+        "demo",
+        help="the main job: scenarios through the detector, hazard map and recorder as "
+        "separate processes over DDS, with one HTML report",
+    )
     demo.add_argument("--data-root", type=Path, default=Path("../shared/data"))
     demo.add_argument("--out", type=Path, default=Path("out/demo"))
-    _add_eval_options(demo)
+    demo.add_argument("--scenarios", default="crack_wall,lunar_orbit",
+                      help="comma-separated: crack_wall, lunar_orbit, mars_traverse")  # fmt: skip
     return parser
 
 
@@ -530,6 +563,42 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _eval_job(args: argparse.Namespace) -> int:
+    """`vad-inspection eval` without --data: every model under the three settings on the real
+    datasets beside us (what `make demo` ran before the nodes existed; now `make eval`)."""
+    from vad_inspection.eval.job import DEMO_MODELS, DemoOptions, run_demo
+
+    print(
+        "vad-inspection eval: every model under the three evaluation settings on the real\n"
+        f"datasets in {args.data_root}, then PatchCore fitted on normal magnetic tiles and its\n"
+        "heat maps on defective ones. The VAE, trained from scratch, runs on the CrackForest\n"
+        "tiles only."
+    )
+    options = DemoOptions(
+        data_root=args.data_root,
+        out=args.out,
+        models=tuple(args.model or DEMO_MODELS),
+        settings=args.settings,
+        max_train=args.max_train or 200,
+        seed=args.seed,
+        threshold_k=args.threshold_k,
+        common=_common(args, 256),
+        method_options=_demo_options(args.option),
+    )
+    result = run_demo(options)
+    print(_console_table(result))
+    print("wrote:", *(str(p) for p in result.outputs if p.parent == args.out), sep="\n  ")
+    return 0
+
+
+def _launch(args: argparse.Namespace) -> int:
+    from vad_inspection.launcher import LaunchOptions, default_run_folder, launch
+
+    options = LaunchOptions(out=args.out or default_run_folder(), loopback=args.loopback,
+                            duration_s=args.duration, quiet=args.quiet)  # fmt: skip
+    return launch(args.arguments, options, progress=not args.quiet)
+
+
 def _run_node(args: argparse.Namespace) -> int:
     import importlib
 
@@ -541,6 +610,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run_node(args)
     try:
+        if args.command == "launch":
+            return _launch(args)
         if args.command == "fit":
             return _fit(args)
         if args.command == "predict":
@@ -561,31 +632,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for spec in args.data
             ]
             return _run(entries, args, args.out)
+        if args.command == "eval" and not args.data:
+            return _eval_job(args)
         if args.command == "demo":
-            from vad_inspection.demo import DEMO_MODELS, DemoOptions, run_demo
+            from vad_inspection.demo.run import DemoConfig, run_demo
 
-            print(
-                "vad-inspection demo: the detector, recorder and replay nodes are not built yet,\n"
-                "so this runs the best end-to-end job that exists: every model under the three\n"
-                f"evaluation settings on the real datasets in {args.data_root}, then PatchCore\n"
-                "fitted on normal magnetic tiles and its heat maps on defective ones. The VAE,\n"
-                "trained from scratch, runs on the CrackForest tiles only."
-            )
-            options = DemoOptions(
-                data_root=args.data_root,
-                out=args.out,
-                models=tuple(args.model or DEMO_MODELS),
-                settings=args.settings,
-                max_train=args.max_train or 200,
-                seed=args.seed,
-                threshold_k=args.threshold_k,
-                common=_common(args, 256),
-                method_options=_demo_options(args.option),
-            )
-            result = run_demo(options)
-            print(_console_table(result))
-            print("wrote:", *(str(p) for p in result.outputs if p.parent == args.out), sep="\n  ")
-            return 0
+            scenarios = tuple(x.strip() for x in args.scenarios.split(",") if x.strip())
+            return run_demo(DemoConfig(args.data_root, args.out, scenarios))
     except (
         DatasetError, SplitError, MetricError, ArtifactError, BackboneError, CalibrationError,
         InputError, VadError, BagError, KeyError, ValueError,

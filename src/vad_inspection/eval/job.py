@@ -1,9 +1,10 @@
-"""``vad-inspection demo``: the best end-to-end job that exists, on the real data beside us.
+"""``vad-inspection eval`` without ``--data`` (``make eval``): the offline evaluation job on the
+real data beside us.
 
-Until the detector, recorder and replay nodes exist, the demo is the offline workflow a user
-starts with: compare every model under the three evaluation settings on real magnetic-tile and
-CrackForest imagery, then fit PatchCore on normal magnetic tiles and show what it flags on
-defective ones, as heat-map overlays gathered on one contact sheet.
+Compare every model under the three evaluation settings on real magnetic-tile and CrackForest
+imagery, then fit PatchCore on normal magnetic tiles and show what it flags on defective ones, as
+heat-map overlays gathered on one contact sheet. (It was ``make demo`` until the nodes existed;
+the demo is now the robot's graph on scenarios, :mod:`vad_inspection.demo`.)
 """
 
 from __future__ import annotations

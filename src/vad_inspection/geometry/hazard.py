@@ -168,6 +168,31 @@ def sample_pixels(width: int, height: int, stride: int) -> tuple[np.ndarray, np.
     return u.reshape(-1), v.reshape(-1)
 
 
+def auto_stride(
+    camera: CameraModel, T_plane_from_camera: np.ndarray, plane: Plane, size: tuple[int, int],
+    resolution: float,
+) -> int:  # fmt: skip
+    """The largest pixel stride whose samples, at the image centre, lie at most half a cell
+    apart on the plane: every cell the view covers gets samples (a coarser stride leaves gaps of
+    cells never seen; a finer one only costs time)."""
+    width, height = size
+    model = camera if camera.image_size == (width, height) else camera.scaled(width, height)
+    u = np.array([width / 2, width / 2 + 1, width / 2])
+    v = np.array([height / 2, height / 2, height / 2 + 1])
+    t = check_transform(T_plane_from_camera)
+    rays = model.pixel_to_ray(u, v) @ t[:3, :3].T
+    n = np.asarray(plane[0], np.float64).reshape(3)
+    scale = np.linalg.norm(n)
+    n, d = n / scale, float(plane[1]) / scale
+    with np.errstate(divide="ignore", invalid="ignore"):
+        distance = -(n @ t[:3, 3] + d) / (rays @ n)
+    if not np.all(np.isfinite(distance) & (distance > 0)):
+        return 4  # the centre misses the plane (looking at the sky): any stride will do
+    points = t[:3, 3] + distance[:, None] * rays
+    pixel_m = max(np.linalg.norm(points[1] - points[0]), np.linalg.norm(points[2] - points[0]))
+    return int(max(1, min(16, np.floor(resolution / 2 / max(pixel_m, 1e-12)))))
+
+
 def project_to_plane(
     heat: np.ndarray,
     camera: CameraModel,

@@ -30,7 +30,13 @@ import numpy as np
 
 from ..errors import FrameError, SetupError
 from ..geometry import GeometryError, axis_angle_matrix, make_transform
-from ..geometry.hazard import HazardConfig, HazardGrid, project_to_plane, project_with_depth
+from ..geometry.hazard import (
+    HazardConfig,
+    HazardGrid,
+    auto_stride,
+    project_to_plane,
+    project_with_depth,
+)
 from ..geometry.landing import Site, rank_sites
 from ..geometry.locate import depth_image
 from ..msgs.anomaly import diagnostic_array, status
@@ -60,7 +66,7 @@ class HazardParams:
     use_depth: bool = parameter(False, "place pixels by the registered depth image")
     depth_units: str = parameter("auto", "depth pixel units", choices=("auto", "mm", "m"))
     depth_tolerance_s: float = parameter(0.05, "max stamp difference of map and depth (s)")
-    stride_px: int = parameter(4, "project every stride-th pixel of the anomaly map")
+    stride_px: int = parameter(0, "project every stride-th pixel; 0: samples half a cell apart")
     max_range_m: float = parameter(0.0, "ignore ground farther than this (m); 0: no limit")
     tf_tolerance_s: float = parameter(0.1, "how far a transform may be extrapolated (s)")
     threshold: float = parameter(0.5, "anomaly map value at the detector's threshold")
@@ -115,8 +121,8 @@ class HazardNode(LifecycleNode):
                 f"a grid of {p.width_m} x {p.height_m} m at {p.resolution} m: {cols} x {rows} "
                 "cells; give a positive resolution and extent (at most 25 million cells)"
             )
-        if p.stride_px < 1 or p.sites < 0 or p.footprint_radius_m <= 0:
-            raise SetupError("stride_px >= 1, sites >= 0 and footprint_radius_m > 0, please")
+        if p.stride_px < 0 or p.sites < 0 or p.footprint_radius_m <= 0:
+            raise SetupError("stride_px >= 0, sites >= 0 and footprint_radius_m > 0, please")
         try:
             config = HazardConfig(
                 threshold=p.threshold, softness=p.softness, prior=p.prior,
@@ -187,11 +193,14 @@ class HazardNode(LifecycleNode):
                     raise GeometryError(why)
                 metres, scale = depth_image(depth.image, depth.units)
                 points, values = project_with_depth(
-                    frame.image, camera, pose, metres.astype(np.float64) * scale, p.stride_px
+                    frame.image, camera, pose, metres.astype(np.float64) * scale, p.stride_px or 2
                 )
             else:
                 plane = (np.asarray(p.plane[:3], np.float64), float(p.plane[3]))
-                points, values = project_to_plane(frame.image, camera, pose, plane, p.stride_px,
+                height, width = frame.image.shape
+                stride = p.stride_px or auto_stride(camera, pose, plane, (width, height),
+                                                    p.resolution)  # fmt: skip
+                points, values = project_to_plane(frame.image, camera, pose, plane, stride,
                                                   p.max_range_m or None)  # fmt: skip
         except (GeometryError, FrameError) as error:
             self.problems.report("map not placed", str(error), str(error).split(":")[0][:40])

@@ -567,28 +567,41 @@ def render_html(
     """The report as one self-contained page, verdict first: the reader decides from the top
     screen whether to trust the run, and scrolls for the evidence."""
     title = str(report.get("title", "Replay report"))
+    return "".join([
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>",
+        f'<h1 id="title">{_e(title)}</h1><p class="sub">{_subtitle(report)}</p>',
+        report_sections(report, worst, best),
+        "</main></body></html>\n",
+    ])  # fmt: skip
+
+
+def report_sections(
+    report: dict[str, Any], worst: Sequence[GalleryItem], best: Sequence[GalleryItem],
+    level: int = 2,
+) -> str:  # fmt: skip
+    """The report's body (verdict, caveats, figures, timeline, categories, galleries,
+    provenance) with section headings at ``level``, for a page of several reports."""
     metrics = report.get("metrics") or {}
     threshold = metrics.get("threshold")
     frames = report.get("frames") or []
     svg, note = timeline_svg(frames, 0.5 if threshold is None else float(threshold))
     stamps = [int(f["stamp_ns"]) for f in frames] or [i.stamp_ns for i in [*worst, *best]]
     t0 = min(stamps) if stamps else None
-    return "".join([
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{_e(title)}</title><style>{CSS}</style></head><body><main>",
-        f'<h1 id="title">{_e(title)}</h1><p class="sub">{_subtitle(report)}</p>',
+    h = f"h{level}"
+    body = "".join([
         _verdict(report),
         _caveats(report.get("caveats") or []),
-        "<h2>Figures</h2>", _headline(report),
-        "<h2>Score timeline</h2>", svg, _legend(),
+        f"<{h}>Figures</{h}>", _headline(report),
+        f"<{h}>Score timeline</{h}>", svg, _legend(),
         f'<p class="note" id="timeline-note">{_e(note)}</p>',
-        "<h2>By category</h2>", _categories(report.get("by_category") or []),
-        "<h2>Highest scores</h2>", _gallery("worst", worst, t0, threshold),
-        "<h2>Lowest scores</h2>", _gallery("best", best, t0, threshold),
+        f"<{h}>By category</{h}>", _categories(report.get("by_category") or []),
+        f"<{h}>Highest scores</{h}>", _gallery("worst", worst, t0, threshold),
+        f"<{h}>Lowest scores</{h}>", _gallery("best", best, t0, threshold),
         _provenance(report),
-        "</main></body></html>\n",
     ])  # fmt: skip
+    return body if level == 2 else body.replace("<h2>", f"<{h}>").replace("</h2>", f"</{h}>")
 
 
 def write_report(

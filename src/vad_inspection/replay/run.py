@@ -17,10 +17,11 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,25 @@ class ReplayConfig:
     threshold: float = 0.5
     match_radius_m: float = 0.15
     detector_params: tuple[tuple[str, Any], ...] = ()  # extra detector parameters
+
+
+@dataclass
+class GraphExtras:
+    """More of the robot's graph around the detector, each node its own process over ``dds``
+    (the hazard map, the recorder): ``nodes`` (executable, parameters, remappings); ``ready``
+    topics (name, type) that must have delivered a message before the bag plays (a latched
+    status); ``keep`` topics (name, type) whose last message is kept (in :attr:`last`);
+    ``end_service`` a std_srvs/Trigger called once every frame is scored (a downlink window at
+    the end of the pass; its reply in :attr:`reply`), then ``settle_s`` for the last outputs."""
+
+    nodes: tuple[tuple[str, dict[str, Any], dict[str, str]], ...] = ()
+    ready: tuple[tuple[str, str], ...] = ()
+    keep: tuple[tuple[str, str], ...] = ()
+    end_service: str = ""
+    settle_s: float = 2.0
+    last: dict[str, Any] = field(default_factory=dict)
+    reply: Any = None
+    logs: dict[str, str] = field(default_factory=dict)  # node -> its stderr, when it failed
 
 
 @dataclass
@@ -237,9 +257,14 @@ def _player_params(config: ReplayConfig, streams: Streams) -> dict[str, Any]:
 
 
 def replay(
-    config: ReplayConfig, on_progress: Callable[[int, int], None] | None = None
+    config: ReplayConfig,
+    on_progress: Callable[[int, int], None] | None = None,
+    extras: GraphExtras | None = None,
 ) -> tuple[dict[str, Any], list[GalleryItem], list[GalleryItem]]:
-    """Run the replay; the report (JSON-able) and the worst and best frames with heat maps."""
+    """Run the replay; the report (JSON-able) and the worst and best frames with heat maps.
+    ``extras`` (``dds`` only) starts more nodes and keeps their outputs (filled in place)."""
+    if extras is not None and extras.nodes and config.transport != "dds":
+        raise SetupError("more nodes beside the detector need transport dds (one process each)")
     if not config.model.is_file():
         raise SetupError(f"{config.model}: no such model file")
     with BagReader(config.bag) as bag:
@@ -251,6 +276,7 @@ def replay(
     nodes: list[Any] = []
     threads: list[threading.Thread] = []
     child: subprocess.Popen | None = None
+    others: dict[str, subprocess.Popen] = {}
     cpu = ProcessCpu()
     try:
         if config.transport == "local":
@@ -264,7 +290,9 @@ def replay(
             threads.append(_spin_in_thread(det_bus, stop))
             options: dict[str, Any] = {"graph": graph}
         elif config.transport == "dds":
-            child = _start_detector_process(det_params, det_remaps)
+            child = start_node_process("detector", det_params, det_remaps)
+            for name, params, remaps in extras.nodes if extras else ():
+                others[name] = start_node_process(name, params, remaps)
             cpu = ProcessCpu(child.pid)
             options = {}
         else:
@@ -278,9 +306,16 @@ def replay(
         col_bus = create_bus(config.transport, "replay_collector", **options)
         buses.append(col_bus)
         collector = Collector(col_bus, "detector", player.sent_ns)
+        kept: dict[str, Any] = extras.last if extras else {}
+        for topic, typename in (extras.keep + extras.ready) if extras else ():
+            col_bus.create_subscription(
+                topic, typename, lambda m, t=topic: kept.__setitem__(t, m), LATCHED
+            )
         if not player.trigger("configure"):
             raise SetupError(f"player: {player.last_error}")
         _wait_for_detector(player_bus, collector, streams, config, child)
+        if extras:
+            _wait_for_extras(col_bus, extras, others, config)
         wall0, cpu0 = time.monotonic(), cpu.seconds()
         player.trigger("activate")
         deadline = None
@@ -305,6 +340,8 @@ def replay(
         if player.playback_error:
             problems.append(f"playback stopped early: {player.playback_error}")
         col_bus.spin_once(0.1)  # the last latched tags
+        if extras:
+            _finish_extras(col_bus, extras, others)
         outcome = collector.outcome
         outcome.tags = collector.positions()
     finally:
@@ -315,12 +352,14 @@ def replay(
             thread.join(5)
         for bus in reversed(buses):
             bus.shutdown()
-        if child is not None:
-            child.terminate()
+        for process in [child, *others.values()]:
+            if process is None:
+                continue
+            process.terminate()
             try:
-                child.wait(10)
+                process.wait(10)
             except subprocess.TimeoutExpired:
-                child.kill()
+                process.kill()
     report = _report(config, streams, truth, masks, outcome, sent, wall_s, cores, unanswered)
     report["bag"]["problems"] = problems
     report["caveats"] += [f"bag: {p}" for p in problems]
@@ -328,15 +367,64 @@ def replay(
     return report, worst, best
 
 
-def _start_detector_process(params: dict[str, Any], remaps: dict[str, str]) -> subprocess.Popen:
-    command = [sys.executable, "-m", "vad_inspection.cli", "run", "detector", "--transport", "dds"]
+def start_node_process(
+    executable: str, params: dict[str, Any], remaps: dict[str, str]
+) -> subprocess.Popen:
+    """``vad-inspection run <executable>`` over dds with these parameters and remappings."""
+    command = [sys.executable, "-m", "vad_inspection.cli", "run", executable, "--transport", "dds"]
     for key, value in params.items():
         text = str(value).lower() if isinstance(value, bool) else str(value)
         command += ["-p", f"{key}:={text}"]
     for source, target in remaps.items():
         command += ["-r", f"{source}:={target}"]
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env=os.environ.copy())  # fmt: skip
+    # the log goes to a file, not a pipe: a chatty node must never block on a full pipe
+    with tempfile.NamedTemporaryFile(prefix=f"vad_{executable}_", suffix=".log",
+                                     delete=False) as log:  # fmt: skip
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log,
+                                   env=os.environ.copy())  # fmt: skip
+    process.log_path = log.name  # type: ignore[attr-defined]
+    return process
+
+
+def process_log(process: subprocess.Popen, tail: int = 2000) -> str:
+    """The end of a node process's log (stderr)."""
+    try:
+        return Path(process.log_path).read_text(errors="replace")[-tail:]  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return ""
+
+
+def _wait_for_extras(
+    bus: Bus, extras: GraphExtras, others: dict[str, subprocess.Popen], config: ReplayConfig
+) -> None:
+    """Until each ready topic has delivered (the nodes are up and active)."""
+    deadline = time.monotonic() + max(config.timeout_s, 60.0)
+    while time.monotonic() < deadline:
+        bus.spin_once(0.05)
+        if all(topic in extras.last for topic, _ in extras.ready):
+            return
+        for name, process in others.items():
+            if process.poll() is not None:
+                raise SetupError(f"the {name} process exited ({process.returncode}):\n"
+                                 f"{process_log(process)}")  # fmt: skip
+    missing = [t for t, _ in extras.ready if t not in extras.last]
+    raise SetupError(f"no message on {', '.join(missing)} within the timeout")
+
+
+def _finish_extras(bus: Bus, extras: GraphExtras, others: dict[str, subprocess.Popen]) -> None:
+    """The end-of-pass service call, then time for the last outputs to arrive."""
+    if extras.end_service:
+        from ..msgs.defaults import new_message
+
+        client = bus.create_client(extras.end_service, "std_srvs/srv/Trigger")
+        if client.wait_for_service(10.0):
+            extras.reply = client.call(new_message("std_srvs/srv/Trigger_Request"), timeout=60.0)
+    end = time.monotonic() + extras.settle_s
+    while time.monotonic() < end:
+        bus.spin_once(0.05)
+    for name, process in others.items():
+        if process.poll() is not None:
+            extras.logs[name] = process_log(process)
 
 
 def _wait_for_detector(
@@ -350,7 +438,7 @@ def _wait_for_detector(
         if pub.subscription_count >= 1 and score_sub.publisher_count >= 1:
             return
         if child is not None and child.poll() is not None:
-            err = child.stderr.read().decode(errors="replace") if child.stderr else ""
+            err = process_log(child)
             raise SetupError(f"the detector process exited ({child.returncode}):\n{err[-2000:]}")
         time.sleep(0.05)
     raise SetupError(f"the detector did not subscribe to {streams.image} within the timeout")
