@@ -1,9 +1,14 @@
 """Shared fixtures: where the real imagery lives (a clean skip when it is absent), and a fresh
-DDS domain with buses on it for the tests that cross processes."""
+DDS domain with buses on it for the tests that cross processes, and headless Chromium for the
+report pages."""
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -65,3 +70,27 @@ def dds_buses(domain: int) -> Iterator[Callable[..., Any]]:
     yield make
     for bus in made:
         bus.shutdown()
+
+
+@pytest.fixture(scope="module")
+def chromium() -> str:
+    """Debian's headless Chromium (``make browser`` installs it; it is not on PyPI)."""
+    found = shutil.which("chromium")
+    if not found and os.access("/usr/bin/chromium", os.X_OK):
+        found = "/usr/bin/chromium"
+    if not found:
+        pytest.skip("chromium not found (on PATH or /usr/bin/chromium); `make browser` as root "
+                    "installs Debian's package")  # fmt: skip
+    return found
+
+
+def run_chromium(chromium: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    profile = tmp / f"profile-{time.monotonic_ns()}"
+    command = [
+        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={profile}", *args,
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done

@@ -90,6 +90,11 @@ def test_missing_dataset_and_missing_model_exit_2_with_the_path(
     assert str(tmp_path / "nope") in capsys.readouterr().err
     assert main(["predict", str(tmp_path), "--model", str(tmp_path / "m.vad")]) == 2
     assert "m.vad does not exist" in capsys.readouterr().err
+    # eval without --data is the evaluation job on the real datasets under --data-root
+    assert main(["eval", "--data-root", str(tmp_path / "none"), "-o", str(tmp_path / "e")]) == 2
+    assert str(tmp_path / "none" / "magnetic_tile") in capsys.readouterr().err
+    assert main(["demo", "--scenarios", "atlantis", "--out", str(tmp_path / "d")]) == 2
+    assert "no demo for atlantis" in capsys.readouterr().err
 
 
 def test_fit_vae_with_its_own_options_then_predict(

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_replay_html import Dom, chromium, run_chromium  # noqa: F401 (a fixture)
+from conftest import run_chromium
+from test_replay_html import Dom
 
 from vad_inspection.cli import main
 
@@ -59,7 +60,7 @@ def test_the_demo_measures_each_scenario_against_its_truth(demo: Path) -> None:
 def test_the_report_opens_in_a_browser_with_both_scenarios(
     demo: Path,
     chromium: str,
-    tmp_path: Path,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     page = demo / "report.html"
     dom = Dom(run_chromium(chromium, tmp_path, "--dump-dom", page.as_uri()).stdout)

@@ -6,11 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
-import shutil
-import subprocess
-import time
 from collections import Counter
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
+from conftest import run_chromium
 
 from vad_inspection.replay.html import (
     MAX_POINTS,
@@ -269,30 +266,6 @@ def test_nice_ticks_are_round_and_cover_the_range() -> None:
 
 # ---------------------------------------------------------------------------------------------
 # the page in a real browser
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    """Debian's headless Chromium (``make browser`` installs it; it is not on PyPI)."""
-    found = shutil.which("chromium")
-    if not found and os.access("/usr/bin/chromium", os.X_OK):
-        found = "/usr/bin/chromium"
-    if not found:
-        pytest.skip("chromium not found (on PATH or /usr/bin/chromium); `make browser` as root "
-                    "installs Debian's package")  # fmt: skip
-    return found
-
-
-def run_chromium(chromium: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
-    profile = tmp / f"profile-{time.monotonic_ns()}"
-    command = [
-        chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-        "--no-first-run", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", f"--user-data-dir={profile}", *args,
-    ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done
 
 
 @pytest.fixture

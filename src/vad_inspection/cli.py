@@ -624,6 +624,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _replay(args)
         if args.command == "downlink-eval":
             return _downlink_eval(args)
+        if args.command == "eval" and not args.data and not args.model_file:
+            return _eval_job(args)
         if args.command == "eval" and args.model_file:
             return _eval_files(args)
         if args.command == "eval":
@@ -632,8 +634,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for spec in args.data
             ]
             return _run(entries, args, args.out)
-        if args.command == "eval" and not args.data:
-            return _eval_job(args)
         if args.command == "demo":
             from vad_inspection.demo.run import DemoConfig, run_demo
 
