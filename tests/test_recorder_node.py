@@ -355,3 +355,21 @@ def test_detections_arriving_after_the_score_still_tag_the_stored_frame(
     assert r.node.flush(5.0)
     (item,) = r.node.store.pending()
     assert item.tag == "D0042" and item.meta["boxes"] == [[-5, -5, 10, 10]]
+
+
+def test_a_score_that_overtakes_its_frame_is_applied_when_the_frame_comes(
+    rigs, tmp_path: Path
+) -> None:
+    """A score is a few hundred bytes, a frame a megabyte in fragments: over DDS the score of a
+    frame can arrive first. It waits for its frame instead of being dropped."""
+    r = rigs(tmp_path, routine_period_s=0.0)
+    stamp = NS
+    head = header(stamp, "cam")
+    results = [new_message("vision_msgs/msg/ObjectHypothesis", class_id="anomaly", score=0.2)]
+    r.score.publish(new_message("vision_msgs/msg/Classification", header=head, results=results))
+    assert r.cam.spin_until(lambda: r.node.counts["score_before_frame"] == 1, 2.0)
+    image = np.full((48, 64, 3), 90, np.uint8)
+    r.image.publish(frame_to_msg(Frame(image, "rgb8", stamp, "cam")))
+    assert r.cam.spin_until(lambda: r.node.counts["accepted_routine"] == 1, 5.0)
+    assert r.node.flush(5.0) and [i.stamp_ns for i in r.node.store.pending()] == [stamp]
+    assert r.node.counts["score_without_frame"] == 0

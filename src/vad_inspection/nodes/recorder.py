@@ -131,6 +131,7 @@ class RecorderNode(LifecycleNode):
         self.last_window: dict[str, Any] = {}
         self.windows_written: list[Path] = []
         self._ring: deque[_Held] = deque()
+        self._early: dict[int, tuple[tuple[float, float], float]] = {}  # stamp -> score, when
         self._boxes: dict[int, tuple[str, list[tuple[int, int, int, int]]]] = {}
         self._event_until = -1  # stamp (ns) where the post-event window ends
         self._last_routine = -(1 << 62)
@@ -274,11 +275,18 @@ class RecorderNode(LifecycleNode):
             return
         now = time.monotonic()
         with self._lock:
-            self._ring.append(_Held(stamp, raw, now))
+            held = _Held(stamp, raw, now)
+            self._ring.append(held)
             keep = self.params.pre_event_s + SCORE_WAIT_S  # the score may come a little later
             while self._ring and now - self._ring[0].received > keep:
                 if not self._ring.popleft().scored:
                     self.counts["never_scored"] += 1
+            while self._early and now - self._early[next(iter(self._early))][1] > SCORE_WAIT_S:
+                self._early.pop(next(iter(self._early)))
+                self.counts["score_without_frame"] += 1
+            early = self._early.pop(stamp, None)
+            if early is not None:  # its score overtook it (small messages travel faster)
+                self._decide(held, *early[0])
 
     def _on_detections(self, msg: Any) -> None:
         stamp = stamp_to_ns(msg.header.stamp)
@@ -300,28 +308,34 @@ class RecorderNode(LifecycleNode):
         stamp = stamp_to_ns(msg.header.stamp)
         normalised = float(msg.results[0].score)
         raw = next((float(r.score) for r in msg.results if r.class_id == RAW_CLASS), normalised)
-        flagged = normalised >= 0.5
         with self._lock:
             held = next((h for h in self._ring if h.stamp_ns == stamp), None)
-            if held is None:
-                self.counts["score_without_frame"] += 1
+            if held is None:  # the frame may still be on its way: decide when it comes
+                self._early[stamp] = ((raw, normalised), time.monotonic())
+                self.counts["score_before_frame"] += 1
                 return
-            if flagged:  # windows in the frames' own time, so a replay at any rate keeps them
-                self._event_until = stamp + round(self.params.post_event_s * NS)
-                before = [h for h in self._ring if h.scored and h.stamp_ns < stamp
-                          and (stamp - h.stamp_ns) / NS <= self.params.pre_event_s]  # fmt: skip
-                for h in before:
-                    self._queue(h, float("nan"), float("nan"), True, "pre-event")
-            event = flagged or stamp <= self._event_until
-            if not event:
-                period = self.params.routine_period_s
-                if period > 0 and (stamp - self._last_routine) / NS < period:
-                    self.counts["throttled"] += 1
-                    held.scored = True  # stays as context for an event that may follow
-                    return
-                self._last_routine = stamp
-            self._queue(held, raw, normalised, event, "flagged" if flagged else
-                        ("post-event" if event else "routine"))  # fmt: skip
+            self._decide(held, raw, normalised)
+
+    def _decide(self, held: _Held, raw: float, normalised: float) -> None:
+        """Keep (anomalous, its context, routine) or throttle a scored frame (under the lock)."""
+        stamp = held.stamp_ns
+        flagged = normalised >= 0.5
+        if flagged:  # windows in the frames' own time, so a replay at any rate keeps them
+            self._event_until = stamp + round(self.params.post_event_s * NS)
+            before = [h for h in self._ring if h.scored and h.stamp_ns < stamp
+                      and (stamp - h.stamp_ns) / NS <= self.params.pre_event_s]  # fmt: skip
+            for h in before:
+                self._queue(h, float("nan"), float("nan"), True, "pre-event")
+        event = flagged or stamp <= self._event_until
+        if not event:
+            period = self.params.routine_period_s
+            if period > 0 and (stamp - self._last_routine) / NS < period:
+                self.counts["throttled"] += 1
+                held.scored = True  # stays as context for an event that may follow
+                return
+            self._last_routine = stamp
+        self._queue(held, raw, normalised, event, "flagged" if flagged else
+                    ("post-event" if event else "routine"))  # fmt: skip
 
     def _queue(self, held: _Held, raw: float, normalised: float, anomalous: bool, why: str
                ) -> None:  # fmt: skip
