@@ -300,3 +300,51 @@ def test_ctrl_c_stops_the_launch_command(domain: int, tmp_path: Path) -> None:
         for pid in pids:
             if _alive(pid) and _ours(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_foxglove_serves_the_graphs_grid_live(supervise: Callable[..., Running]) -> None:
+    """``--foxglove``: a WebSocket client of the Foxglove protocol sees the graph's topics and
+    receives the hazard map's grid as the CDR the node published."""
+    import asyncio
+    import json
+    import socket
+    import struct
+
+    import websockets
+
+    from vad_inspection.msgs import deserialize
+    from vad_inspection.transport.foxglove import SUBPROTOCOL
+
+    with socket.socket() as probe:  # a free port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run = supervise(_uav(), foxglove_port=port)
+    run.wait(lambda: "Foxglove: open ws://" in run.output, "the live view started")
+    run.wait(lambda: run.row("hazard_map").state == "active", "the hazard map active")
+
+    async def grid() -> tuple[dict, bytes]:
+        uri = f"ws://127.0.0.1:{port}"
+        async with websockets.connect(uri, subprotocols=[SUBPROTOCOL]) as ws:
+            channels: dict[str, dict] = {}
+            while "/hazard_map/grid" not in channels:
+                frame = await asyncio.wait_for(ws.recv(), 10)
+                if isinstance(frame, str) and json.loads(frame)["op"] == "advertise":
+                    channels |= {c["topic"]: c for c in json.loads(frame)["channels"]}
+            sub = {"op": "subscribe", "subscriptions": [
+                {"id": 7, "channelId": channels["/hazard_map/grid"]["id"]}]}  # fmt: skip
+            await ws.send(json.dumps(sub))
+            while True:
+                frame = await asyncio.wait_for(ws.recv(), 10)
+                if isinstance(frame, bytes) and frame[0] == 0x01:
+                    (sub_id,) = struct.unpack_from("<I", frame, 1)
+                    assert sub_id == 7
+                    return channels, frame[1 + 4 + 8 :]
+
+    channels, payload = asyncio.run(grid())
+    assert {"/camera/image_raw", "/detector/overlay", "/hazard_map/landing_markers"} <= set(
+        channels
+    )
+    assert channels["/hazard_map/grid"]["schemaName"] == "nav_msgs/msg/OccupancyGrid"
+    msg = deserialize(payload, "nav_msgs/msg/OccupancyGrid")
+    assert msg.header.frame_id == "map" and msg.info.width > 0
+    assert run.finish() == 0

@@ -214,6 +214,9 @@ def _build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--out", type=Path, default=None,
                         help="run folder: logs/<node>.log, launch.log "
                         "(default out/launch/<date_time>)")  # fmt: skip
+    launch.add_argument("--foxglove", type=int, default=None, metavar="PORT",
+                        help="serve the graph's images, overlays, markers and grid to the "
+                        "Foxglove app over its WebSocket protocol on PORT (e.g. 8765)")  # fmt: skip
     launch.add_argument("--duration", type=float, default=None, metavar="S",
                         help="stop by itself after S seconds")  # fmt: skip
     launch.add_argument("--loopback", action="store_true",
@@ -595,7 +598,8 @@ def _launch(args: argparse.Namespace) -> int:
     from vad_inspection.launcher import LaunchOptions, default_run_folder, launch
 
     options = LaunchOptions(out=args.out or default_run_folder(), loopback=args.loopback,
-                            duration_s=args.duration, quiet=args.quiet)  # fmt: skip
+                            duration_s=args.duration, quiet=args.quiet,
+                            foxglove_port=args.foxglove)  # fmt: skip
     return launch(args.arguments, options, progress=not args.quiet)
 
 

@@ -137,6 +137,33 @@ class LaunchOptions:
     rate_window_s: float = 5.0
     sigint_timeout_s: float = 5.0  # after SIGINT, before SIGTERM
     sigterm_timeout_s: float = 3.0  # after SIGTERM, before SIGKILL
+    foxglove_port: int | None = None  # serve the graph's topics to Foxglove on this port
+    foxglove_host: str = "127.0.0.1"  # 0.0.0.0 to watch from another machine
+
+
+#: What Foxglove shows of each node kind (by executable): topics relative to the node, their
+#: type, and whether they are latched. The camera image and tf come on top.
+LIVE_TOPICS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "detector": (("overlay", "sensor_msgs/msg/Image", False),
+                 ("markers", "visualization_msgs/msg/MarkerArray", False),
+                 ("score", "vision_msgs/msg/Classification", False)),
+    "hazard_map": (("grid", "nav_msgs/msg/OccupancyGrid", True),
+                   ("landing_markers", "visualization_msgs/msg/MarkerArray", True),
+                   ("landing_sites", "geometry_msgs/msg/PoseArray", True)),
+    "recorder": (("status", "diagnostic_msgs/msg/DiagnosticArray", True),),
+}  # fmt: skip
+
+
+def live_topics(graph: Any) -> list[tuple[str, str, bool]]:
+    """(topic, type, latched) the live view serves for ``graph``: the camera, tf, and each
+    node's outputs of :data:`LIVE_TOPICS`."""
+    topics = [(f"{graph.camera}/image_raw", "sensor_msgs/msg/Image", False),
+              ("/tf", "tf2_msgs/msg/TFMessage", False),
+              ("/tf_static", "tf2_msgs/msg/TFMessage", True)]  # fmt: skip
+    for spec in graph.nodes:
+        for name, typename, latched in LIVE_TOPICS.get(spec.executable, ()):
+            topics.append((spec.resolve(f"~/{name}"), typename, latched))
+    return topics
 
 
 @dataclass(frozen=True)
@@ -219,6 +246,7 @@ class Supervisor:
         self._stream: TextIO = sys.stdout
         self._launch_log: TextIO | None = None
         self._bus: Any = None
+        self._bridge: Any = None  # the Foxglove live view, when asked for
         self._threads: list[threading.Thread] = []
         self._started = time.monotonic()
 
@@ -449,6 +477,17 @@ class Supervisor:
                 child.watch_since = time.monotonic()
             if child.spec.lifecycle:
                 child.client = bus.create_client(child.spec.fqn + "/get_state", _GET_STATE)
+        if self.options.foxglove_port is not None:
+            from .transport import LATCHED
+            from .transport.foxglove import FoxgloveBridge
+
+            self._bridge = FoxgloveBridge(bus, host=self.options.foxglove_host,
+                                          port=self.options.foxglove_port)  # fmt: skip
+            for topic, typename, latched in live_topics(self.plan.graph):
+                self._bridge.add_topic(topic, typename, LATCHED if latched else None)
+            port = self._bridge.start()
+            self._say(f"Foxglove: open ws://{self.options.foxglove_host}:{port} in the app "
+                      f"({len(self._bridge.topics)} topics)")  # fmt: skip
 
     def _start_threads(self) -> None:
         bus = self._bus
@@ -461,6 +500,9 @@ class Supervisor:
 
     def _close_bus(self) -> None:
         self._closing.set()
+        if self._bridge is not None:
+            self._bridge.stop()
+            self._bridge = None
         if self._bus is not None:
             self._bus.request_shutdown()
         for thread in self._threads:
