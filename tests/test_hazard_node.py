@@ -63,7 +63,7 @@ def fly(r: NodeRig, views: list[tuple[float, float]], rounds: int = 3) -> None:
 def test_the_grid_holds_the_defect_in_its_cell_and_follows_nav2_conventions(rig) -> None:
     grids = rig.listen("/hazard_map/grid", "nav_msgs/msg/OccupancyGrid", LATCHED)
     fly(rig, VIEWS)
-    assert rig.node.counts["placed"] == len(VIEWS) * 3
+    assert rig.pump(lambda: rig.node.counts["placed"] == len(VIEWS) * 3)  # waited ones included
     rig.node.publish()
     assert rig.pump(lambda: bool(grids))
     grid = msg_to_grid(grids[-1])
@@ -103,3 +103,18 @@ def test_bad_maps_are_counted_and_the_node_goes_on(rig) -> None:
     assert rig.pump(lambda: rig.node.problems.counts["map not placed"] == 1)  # no camera_info
     fly(rig, [(0.0, 0.0)], rounds=1)  # then everything arrives: placed
     assert rig.node.counts["placed"] == 1
+
+
+def test_a_map_ahead_of_its_transform_waits_for_it(rig) -> None:
+    """tf is often a frame behind the images (a player publishes a frame's /tf after its image):
+    the map waits for its transform (tf_wait_s) rather than being dropped."""
+    fly(rig, [(0.0, 0.0)], rounds=1)  # camera_info, the mount, one placed map at 0.1 s
+    stamp = 2 * NS  # its transform is not there yet: the newest is 0.1 s
+    msg = frame_to_msg(Frame(heat_for((0.3, 0.0)), "32FC1", stamp, "camera_optical"))
+    rig.publish("/detector/anomaly_map", "sensor_msgs/msg/Image", msg, SENSOR_DATA)
+    assert rig.pump(lambda: len(rig.node._waiting) == 1)
+    assert rig.node.counts["placed"] == 1 and not rig.node.problems.counts["map not placed"]
+    rig.publish("/tf", "tf2_msgs/msg/TFMessage",
+                s3.tf_message("map", "base_link", s3.base_pose(0.3, 0.0), stamp))  # fmt: skip
+    assert rig.pump(lambda: rig.node.counts["placed"] == 2)  # at the next publish period
+    assert not rig.node._waiting and not rig.node.problems.counts["map not placed"]

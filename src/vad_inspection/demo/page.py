@@ -87,7 +87,9 @@ def _hazard_section(r: ScenarioResult) -> str:
         "</div>",
         '<table class="summary hazard-figures"><tbody>',
         f"<tr><th>cells known</th><td>{h['cells_known']} of {h['cells_total']} "
-        f"({h['resolution_m']:g} m cells)</td></tr>",
+        f"({h['resolution_m']:g} m cells), from {h.get('maps_placed')} anomaly maps placed of "
+        f"{h.get('frames')} frames (best effort over DDS, as a camera's images travel: a map "
+        "lost in transit is evidence lost, so runs differ a little)</td></tr>",
         f"<tr><th>anomalous cells (grid &ge; 50) against the projected truth</th><td>precision "
         f"{_f(cells['precision'])}, recall {_f(cells['recall'])}, F1 {_f(cells['f1'])} "
         f"({cells['hits']} of {cells['predicted']} predicted, {cells['true']} true; "

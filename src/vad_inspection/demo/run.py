@@ -267,6 +267,8 @@ def _hazard(recipe: Recipe, scan: Scenario, extras: GraphExtras, out: Path
         "random_clear": (sum(random_clear) / len(random_clear)) if random_clear else None,
         "random_sites": len(drawn), "defects": len(defects),
         "footprint_m": recipe.footprint_m, "resolution_m": grid.resolution,
+        "maps_placed": _int(extras.statuses.get("/hazard_map", {}).get("maps_placed")),
+        "frames": scan.frame_count,
     }  # fmt: skip
     image = out / "hazard.png"
     cv2.imwrite(str(image), _picture(grid, views, plane, scan, truth, sites, clear, defects,
@@ -275,6 +277,10 @@ def _hazard(recipe: Recipe, scan: Scenario, extras: GraphExtras, out: Path
 
 
 MAX_PICTURE_PX = 2400  # the picture's long side at most
+
+
+def _int(text: str | None) -> int | None:
+    return None if text is None else int(text)
 
 
 def _picture(grid: Grid, views: Sequence[tuple[Any, np.ndarray]], plane: Any, scan: Scenario,

@@ -8,7 +8,7 @@ them to and from ROS 2 messages. Every failure is a :class:`GeometryError` (a
 """
 
 from .camera import CameraModel
-from .errors import GeometryError, TransformUnavailable
+from .errors import GeometryError, TransformNotYet, TransformUnavailable
 from .grid import Grid, cell_to_world, in_bounds, world_to_cell
 from .locate import (
     Plane,
@@ -41,6 +41,7 @@ __all__ = [
     "Plane",
     "RegionPoint",
     "TransformBuffer",
+    "TransformNotYet",
     "TransformUnavailable",
     "axis_angle_matrix",
     "cell_to_world",

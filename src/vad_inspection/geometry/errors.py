@@ -20,3 +20,9 @@ class TransformUnavailable(GeometryError):
     connected (with both roots), or a time outside an edge's samples (with the edge and by how
     many milliseconds the tolerance is exceeded).
     """
+
+
+class TransformNotYet(TransformUnavailable):
+    """The lookup's time lies after the newest sample of an edge: the transform may still come
+    (tf is often a frame behind the images), so a caller may wait for it, as tf2's message
+    filter does, instead of dropping the input."""

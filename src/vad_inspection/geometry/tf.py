@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SetupError
-from .errors import GeometryError, TransformUnavailable
+from .errors import GeometryError, TransformNotYet, TransformUnavailable
 from .transforms import (
     check_transform,
     invert,
@@ -75,7 +75,8 @@ class _Edge:
             gap = first - stamp_ns if stamp_ns < first else stamp_ns - last
             if gap <= tolerance_ns:
                 return self.matrices[0] if stamp_ns < first else self.matrices[-1]
-            raise TransformUnavailable(self._extrapolation(stamp_ns, gap, tolerance_ns, child))
+            error = TransformUnavailable if stamp_ns < first else TransformNotYet
+            raise error(self._extrapolation(stamp_ns, gap, tolerance_ns, child))
         i = bisect.bisect_left(self.stamps, stamp_ns)
         if self.stamps[i] == stamp_ns:
             return self.matrices[i]

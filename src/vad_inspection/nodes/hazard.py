@@ -22,14 +22,21 @@ its stamp, a wrong encoding) is counted and logged once per cause, and the node 
 from __future__ import annotations
 
 import threading
-from collections import Counter
+import time
+from collections import Counter, deque
 from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from ..errors import FrameError, SetupError
-from ..geometry import GeometryError, axis_angle_matrix, make_transform
+from ..geometry import (
+    GeometryError,
+    TransformNotYet,
+    TransformUnavailable,
+    axis_angle_matrix,
+    make_transform,
+)
 from ..geometry.hazard import (
     HazardConfig,
     HazardGrid,
@@ -42,13 +49,14 @@ from ..geometry.locate import depth_image
 from ..msgs.anomaly import diagnostic_array, status
 from ..msgs.geometry import grid_to_msg
 from ..msgs.hazard import site_markers, site_poses, site_scores
-from ..msgs.image import msg_to_frame
+from ..msgs.image import Frame, msg_to_frame
 from ..transport import DEFAULT, LATCHED, SENSOR_DATA, Bus
 from .base import LifecycleNode, declare_parameters, parameter
 from .sensors import CameraInputs, Problems
 
 NS = 1_000_000_000
 GRID = "nav_msgs/msg/OccupancyGrid"
+MAP_DEPTH = 50
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class HazardParams:
     stride_px: int = parameter(0, "project every stride-th pixel; 0: samples half a cell apart")
     max_range_m: float = parameter(0.0, "ignore ground farther than this (m); 0: no limit")
     tf_tolerance_s: float = parameter(0.1, "how far a transform may be extrapolated (s)")
+    tf_wait_s: float = parameter(1.0, "how long a map waits for a transform still to come (s)")
     threshold: float = parameter(0.5, "anomaly map value at the detector's threshold")
     softness: float = parameter(0.1, "width of the soft step around the threshold")
     prior: float = parameter(2.0, "frames of evidence before a cell is half confident")
@@ -97,6 +106,7 @@ class HazardNode(LifecycleNode):
         self.sites: list[Site] = []
         self._lock = threading.Lock()
         self._subs: list[Any] = []
+        self._waiting: deque[tuple[Frame, float]] = deque(maxlen=100)  # maps waiting for tf
         pub = bus.create_publisher
         self._pubs = {
             "grid": pub("~/grid", GRID, LATCHED),
@@ -142,8 +152,10 @@ class HazardNode(LifecycleNode):
     def on_activate(self) -> bool:
         p = self.params
         self._subs = [
+            # a deep queue: publishing the grids takes a while on a large map, and a map dropped
+            # meanwhile is evidence lost (best effort still, so a slow node never stalls others)
             self.bus.create_subscription(p.anomaly_map_topic, "sensor_msgs/msg/Image",
-                                         self._on_map, SENSOR_DATA),
+                                         self._on_map, replace(SENSOR_DATA, depth=MAP_DEPTH)),
             *self.inputs.subscribe(self.bus, SENSOR_DATA, p.use_depth),
         ]  # fmt: skip
         return True
@@ -171,7 +183,6 @@ class HazardNode(LifecycleNode):
 
     # -- input -----------------------------------------------------------------------------------
     def _on_map(self, msg: Any) -> None:
-        p = self.params
         self.counts["maps"] += 1
         try:
             frame = msg_to_frame(msg)
@@ -180,13 +191,40 @@ class HazardNode(LifecycleNode):
         except FrameError as error:
             self.problems.report("bad anomaly map", str(error))
             return
+        self._retry_waiting()
+        self._place(frame, time.monotonic())
+
+    def _retry_waiting(self) -> None:
+        """Maps that waited for their transform: placed if it came, dropped after ``tf_wait_s``
+        (tf2's message filter does the same: tf is often a frame behind the images)."""
+        waiting, self._waiting = self._waiting, deque()
+        for frame, since in waiting:
+            self._place(frame, since)
+
+    def _pose(self, frame: Frame, camera_frame: str, waited: float) -> np.ndarray:
+        """The camera's pose at the map's stamp. While the map may still wait, only a transform
+        bracketing the stamp will do (an orbiter moves 160 m in the 100 ms a tolerance allows);
+        past that, or for a stamp older than the buffer, ``tf_tolerance_s`` applies."""
+        p, tf = self.params, self.inputs.tf
+        source = frame.frame_id or camera_frame
+        tolerance = round(p.tf_tolerance_s * NS)
+        if waited >= p.tf_wait_s:
+            return tf.lookup(p.map_frame, source, frame.stamp_ns, tolerance)
+        try:
+            return tf.lookup(p.map_frame, source, frame.stamp_ns, 0)
+        except TransformNotYet:
+            raise
+        except TransformUnavailable:
+            return tf.lookup(p.map_frame, source, frame.stamp_ns, tolerance)
+
+    def _place(self, frame: Frame, since: float) -> None:
+        p = self.params
         camera = self.inputs.camera
         if camera is None:
             self.problems.report("map not placed", "no camera_info received yet", "camera_info")
             return
         try:
-            pose = self.inputs.tf.lookup(p.map_frame, frame.frame_id or camera.frame_id,
-                                         frame.stamp_ns, round(p.tf_tolerance_s * NS))  # fmt: skip
+            pose = self._pose(frame, camera.frame_id, time.monotonic() - since)
             if p.use_depth:
                 depth, why = self.inputs.depth_for(frame.stamp_ns, p.depth_tolerance_s)
                 if depth is None:
@@ -202,6 +240,12 @@ class HazardNode(LifecycleNode):
                                                     p.resolution)  # fmt: skip
                 points, values = project_to_plane(frame.image, camera, pose, plane, stride,
                                                   p.max_range_m or None)  # fmt: skip
+        except TransformNotYet as error:
+            if time.monotonic() - since < p.tf_wait_s:
+                self._waiting.append((frame, since))
+                return
+            self.problems.report("map not placed", str(error), "tf")
+            return
         except (GeometryError, FrameError) as error:
             self.problems.report("map not placed", str(error), str(error).split(":")[0][:40])
             return
@@ -220,6 +264,7 @@ class HazardNode(LifecycleNode):
     # -- output ----------------------------------------------------------------------------------
     def publish(self) -> None:
         """The grids, the sites and the diagnostics, now."""
+        self._retry_waiting()
         p, distro = self.params, self.bus.distro
         with self._lock:
             grid = self.grid

@@ -74,6 +74,7 @@ class GraphExtras:
     last: dict[str, Any] = field(default_factory=dict)
     reply: Any = None
     logs: dict[str, str] = field(default_factory=dict)  # node -> its stderr, when it failed
+    statuses: dict[str, dict[str, str]] = field(default_factory=dict)  # /diagnostics by name
 
 
 @dataclass
@@ -310,6 +311,14 @@ def replay(
         for topic, typename in (extras.keep + extras.ready) if extras else ():
             col_bus.create_subscription(
                 topic, typename, lambda m, t=topic: kept.__setitem__(t, m), LATCHED
+            )
+        if extras:  # every node's last status, by name (they share /diagnostics)
+            statuses = extras.statuses
+            col_bus.create_subscription(
+                "/diagnostics",
+                "diagnostic_msgs/msg/DiagnosticArray",
+                lambda m: statuses.update(parse_tags(m)),
+                DEFAULT,
             )
         if not player.trigger("configure"):
             raise SetupError(f"player: {player.last_error}")
