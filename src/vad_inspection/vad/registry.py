@@ -18,6 +18,7 @@ from vad_inspection.vad.baselines import DarkestPixel, LocalContrast
 from vad_inspection.vad.calibration import Calibration
 from vad_inspection.vad.padim import PaDiM, PaDiMConfig
 from vad_inspection.vad.patchcore import PatchCore, PatchCoreConfig
+from vad_inspection.vad.stfpm import STFPM, STFPMConfig
 from vad_inspection.vad.vae import CRACK_OPTIONS, VAE, VAEConfig
 
 
@@ -78,6 +79,9 @@ MODELS: dict[str, Callable[..., AnomalyModel]] = {
     ),
     "patchcore": _patchcore,
     "padim": _padim,
+    "stfpm": lambda common, **o: STFPM(
+        _config(STFPMConfig, common, {**o, "weights": str(common.weights)})
+    ),
     "vae": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "vae"})),
     "vae_plain": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "vae_plain"})),
     "ae": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "ae"})),
@@ -92,15 +96,17 @@ CONFIGS: dict[str, type] = {
     "dark_lines": LocalContrast,
     "patchcore": PatchCoreConfig,
     "padim": PaDiMConfig,
+    "stfpm": STFPMConfig,
     "vae": VAEConfig,
     "vae_plain": VAEConfig,
     "ae": VAEConfig,
 }
 #: Set from the shared options or the method name, so not options of their own.
-_SHARED_FIELDS = frozenset({"backbone", "seed", "size", "progress", "variant", "name"})
+_SHARED_FIELDS = frozenset({"backbone", "seed", "size", "progress", "variant", "name", "weights"})
 LOADERS: dict[str, Callable[[artifact.Artifact], AnomalyModel]] = {
     "patchcore": PatchCore.from_artifact,
     "padim": PaDiM.from_artifact,
+    "stfpm": STFPM.from_artifact,
     "vae": VAE.from_artifact,
     "vae_plain": VAE.from_artifact,
     "ae": VAE.from_artifact,
