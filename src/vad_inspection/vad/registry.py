@@ -16,6 +16,7 @@ from vad_inspection.vad.backbones import RANDOM, load_onnx
 from vad_inspection.vad.base import AnomalyModel
 from vad_inspection.vad.baselines import DarkestPixel, LocalContrast
 from vad_inspection.vad.calibration import Calibration
+from vad_inspection.vad.fastflow import FastFlow, FastFlowConfig
 from vad_inspection.vad.padim import PaDiM, PaDiMConfig
 from vad_inspection.vad.patchcore import PatchCore, PatchCoreConfig
 from vad_inspection.vad.stfpm import STFPM, STFPMConfig
@@ -79,6 +80,9 @@ MODELS: dict[str, Callable[..., AnomalyModel]] = {
     ),
     "patchcore": _patchcore,
     "padim": _padim,
+    "fastflow": lambda common, **o: FastFlow(
+        _config(FastFlowConfig, common, {**o, "weights": str(common.weights)})
+    ),
     "stfpm": lambda common, **o: STFPM(
         _config(STFPMConfig, common, {**o, "weights": str(common.weights)})
     ),
@@ -97,6 +101,7 @@ CONFIGS: dict[str, type] = {
     "patchcore": PatchCoreConfig,
     "padim": PaDiMConfig,
     "stfpm": STFPMConfig,
+    "fastflow": FastFlowConfig,
     "vae": VAEConfig,
     "vae_plain": VAEConfig,
     "ae": VAEConfig,
@@ -107,6 +112,7 @@ LOADERS: dict[str, Callable[[artifact.Artifact], AnomalyModel]] = {
     "patchcore": PatchCore.from_artifact,
     "padim": PaDiM.from_artifact,
     "stfpm": STFPM.from_artifact,
+    "fastflow": FastFlow.from_artifact,
     "vae": VAE.from_artifact,
     "vae_plain": VAE.from_artifact,
     "ae": VAE.from_artifact,
