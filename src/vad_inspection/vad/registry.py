@@ -16,6 +16,7 @@ from vad_inspection.vad.backbones import RANDOM, load_onnx
 from vad_inspection.vad.base import AnomalyModel
 from vad_inspection.vad.baselines import DarkestPixel, LocalContrast
 from vad_inspection.vad.calibration import Calibration
+from vad_inspection.vad.cfa import CFA, CFAConfig
 from vad_inspection.vad.fastflow import FastFlow, FastFlowConfig
 from vad_inspection.vad.padim import PaDiM, PaDiMConfig
 from vad_inspection.vad.patchcore import PatchCore, PatchCoreConfig
@@ -80,6 +81,9 @@ MODELS: dict[str, Callable[..., AnomalyModel]] = {
     ),
     "patchcore": _patchcore,
     "padim": _padim,
+    "cfa": lambda common, **o: CFA(
+        _config(CFAConfig, common, {**o, "weights": str(common.weights)})
+    ),
     "fastflow": lambda common, **o: FastFlow(
         _config(FastFlowConfig, common, {**o, "weights": str(common.weights)})
     ),
@@ -102,6 +106,7 @@ CONFIGS: dict[str, type] = {
     "padim": PaDiMConfig,
     "stfpm": STFPMConfig,
     "fastflow": FastFlowConfig,
+    "cfa": CFAConfig,
     "vae": VAEConfig,
     "vae_plain": VAEConfig,
     "ae": VAEConfig,
@@ -113,6 +118,7 @@ LOADERS: dict[str, Callable[[artifact.Artifact], AnomalyModel]] = {
     "padim": PaDiM.from_artifact,
     "stfpm": STFPM.from_artifact,
     "fastflow": FastFlow.from_artifact,
+    "cfa": CFA.from_artifact,
     "vae": VAE.from_artifact,
     "vae_plain": VAE.from_artifact,
     "ae": VAE.from_artifact,

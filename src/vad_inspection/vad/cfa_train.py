@@ -1,0 +1,449 @@
+"""Training side (torch) of CFA: the losses, the memory bank, the descriptor's training loop and
+the export.
+
+Only :meth:`vad_inspection.vad.cfa.CFA.fit` imports this module; inference runs the exported ONNX
+graph without torch. The method and the paper's names are in :mod:`vad_inspection.vad.cfa`:
+``p_t`` a patch feature, ``phi`` the descriptor, ``C`` the memory bank, ``r`` the hypersphere's
+radius, ``alpha`` the repulsion margin.
+
+The backbone is cut at its three taps (:func:`~vad_inspection.vad.backbones.torch_feature_model`),
+frozen and in evaluation mode, followed by the (parameter-free) patch aggregation; its patch
+features of the training images do not change, so they are computed once and kept when they fit
+in memory (:class:`~vad_inspection.vad.stfpm_train.TeacherFeatures`), else recomputed for every
+batch. Only the descriptor trains.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vad_inspection.progress import progress_bar
+from vad_inspection.vad.backbones import get_spec, torch_feature_model
+from vad_inspection.vad.cfa import GRAPH_INPUT, GRAPH_OUTPUTS, CFAConfig
+from vad_inspection.vad.stfpm_train import TeacherFeatures, threads
+from vad_inspection.vad.vae import TrainingSummary
+from vad_inspection.vad.vae_train import held_out
+
+CHECKPOINT = "last.pt"
+#: Early stopping counts no epoch as bad before the descriptor has taken this many optimiser
+#: steps (a guard against a held-out loss on a few images in the first, fast-moving steps; as
+#: for FastFlow, not measured for CFA).
+WARMUP_STEPS = 50
+#: Patch features per chunk when searching the memory bank during training (bounds the
+#: ``chunk x M`` distance matrix held at once).
+SEARCH_CHUNK = 4096
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's quantities: small pure functions, checked by hand in the tests
+# --------------------------------------------------------------------------------------------
+
+
+def attraction_loss(near: torch.Tensor, radius: float) -> torch.Tensor:
+    """``L_att = 1/(T K) sum_t sum_k max(0, d(t, k) - r^2)``: ``near`` ``(T, K)`` the squared
+    distances of ``T`` features to their ``K`` nearest centroids."""
+    return F.relu(near - radius**2).mean()
+
+
+def repulsion_loss(negatives: torch.Tensor, radius: float, alpha: float) -> torch.Tensor:
+    """``L_rep = 1/(T J) sum_t sum_j max(0, r^2 - d(t, j) - alpha)``: ``negatives`` ``(T, J)``
+    the squared distances to the ``J`` hard negatives (the centroids after the ``K`` nearest)."""
+    if negatives.numel() == 0:
+        return negatives.new_zeros(())
+    return F.relu(radius**2 - negatives - alpha).mean()
+
+
+def squared_distances(features: torch.Tensor, memory: torch.Tensor) -> torch.Tensor:
+    """``||f - c||^2`` of features ``(..., D)`` to every centroid of ``memory`` ``(M, D)``:
+    ``(..., M)``, expanded as ``|f|^2 - 2 f.c + |c|^2`` (one matrix product) and clamped at 0.
+
+    Both sides are first moved by the centroids' mean (distances do not change): the adapted
+    features share a large common offset, and without it the expansion cancels catastrophically
+    in float32 (measured at 32 px: mean ``|f|^2`` 0.34 against nearest distances of 1e-5; after
+    centring ``|f|^2`` 2e-5)."""
+    centre = memory.mean(0)
+    features, memory = features - centre, memory - centre
+    cross = torch.matmul(features, memory.t())
+    return (features.pow(2).sum(-1, keepdim=True) - 2 * cross + memory.pow(2).sum(-1)).clamp_min(0)
+
+
+def as_patches(features: torch.Tensor) -> torch.Tensor:
+    """A feature map ``(N, D, h, w)`` as one row per patch, ``(N * h * w, D)``."""
+    return features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+
+
+def nearest_distances(patches: torch.Tensor, memory: torch.Tensor, count: int) -> torch.Tensor:
+    """Squared distances ``(T, count)`` of each patch to its ``count`` nearest centroids, nearest
+    first. The search runs without gradient in chunks; the distances to the chosen centroids are
+    then recomputed exactly (with gradient), so memory stays ``T x count``, not ``T x M``."""
+    with torch.no_grad():
+        index = torch.cat(
+            [
+                squared_distances(part, memory).topk(count, dim=1, largest=False).indices
+                for part in patches.split(SEARCH_CHUNK)
+            ]
+        )
+    return (patches[:, None, :] - memory[index]).pow(2).sum(-1)
+
+
+def cfa_loss(
+    features: torch.Tensor, memory: torch.Tensor, k: int, j: int, radius: float, alpha: float
+) -> torch.Tensor:
+    """The training loss ``L_att + L_rep`` of descriptor features ``(N, D, h, w)``: each patch's
+    ``k`` nearest centroids attract it, the ``j`` after them repel it."""
+    distances = nearest_distances(as_patches(features), memory, k + j)
+    return attraction_loss(distances[:, :k], radius) + repulsion_loss(
+        distances[:, k:], radius, alpha
+    )
+
+
+def patch_scores(features: torch.Tensor, memory: torch.Tensor, k: int) -> torch.Tensor:
+    """The paper's patch score ``softmin(d_1..d_K)_1 * d_1`` from the squared distances to the
+    ``k`` nearest centroids, ``(N, h, w)`` for descriptor features ``(N, D, h, w)``."""
+    n, _, h, w = features.shape
+    rows = features.flatten(2).transpose(1, 2)  # (N, h*w, D)
+    near = squared_distances(rows, memory).topk(k, dim=2, largest=False).values
+    score = torch.softmax(-near, dim=2)[..., 0] * near[..., 0]
+    return score.reshape(n, h, w)
+
+
+def anomaly_map(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Patch scores ``(N, h, w)`` upsampled bilinearly to ``size`` (half-pixel centres)."""
+    up = F.interpolate(scores[:, None], size=size, mode="bilinear", align_corners=False)
+    return up[:, 0]
+
+
+def kmeans(points: torch.Tensor, clusters: int, iterations: int, seed: int) -> torch.Tensor:
+    """``clusters`` centroids of ``points`` ``(M, D)``: a seeded random choice of the points,
+    refined by ``iterations`` of Lloyd's k-means (an empty cluster keeps its centroid)."""
+    generator = torch.Generator().manual_seed(seed)
+    centroids = points[torch.randperm(len(points), generator=generator)[:clusters]].clone()
+    for _ in range(iterations):
+        assign = squared_distances(points, centroids).argmin(1)
+        sums = torch.zeros_like(centroids).index_add_(0, assign, points)
+        counts = torch.bincount(assign, minlength=clusters).to(points.dtype)[:, None]
+        centroids = torch.where(counts > 0, sums / counts.clamp_min(1), centroids)
+    return centroids
+
+
+# --------------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------------
+
+
+class PatchFeatures(nn.Module):
+    """The frozen backbone's three taps, each averaged over 3x3 neighbourhoods, brought to the
+    first tap's grid (bilinear) and concatenated: ``(p_t,)``, a one-level tuple (the shape
+    :class:`~vad_inspection.vad.stfpm_train.TeacherFeatures` caches)."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone.eval()
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor]:
+        taps = [F.avg_pool2d(f, 3, stride=1, padding=1) for f in self.backbone(image)]
+        grid = taps[0].shape[-2:]
+        levels = [taps[0]] + [
+            F.interpolate(f, size=grid, mode="bilinear", align_corners=False) for f in taps[1:]
+        ]
+        return (torch.cat(levels, dim=1),)
+
+
+def feature_network(config: CFAConfig) -> PatchFeatures:
+    """The frozen backbone with the configured weights (evaluation mode) and the aggregation."""
+    backbone = torch_feature_model(config.backbone, config.weights, config.seed)
+    for parameter in backbone.parameters():
+        parameter.requires_grad_(False)
+    return PatchFeatures(backbone).eval()
+
+
+def descriptor_network(config: CFAConfig) -> nn.Conv2d:
+    """``phi``: a 1x1 convolution from the concatenated taps to ``D / gamma_d`` channels,
+    initialised with the descriptor's seed."""
+    channels = sum(get_spec(config.backbone).channels)
+    torch.manual_seed(config.descriptor_seed)
+    return nn.Conv2d(channels, max(1, channels // config.gamma_d), kernel_size=1)
+
+
+def memory_bank(
+    descriptor: nn.Module, features: TeacherFeatures, index: np.ndarray, config: CFAConfig
+) -> torch.Tensor:
+    """``C``: the descriptor's features of the images ``index``, averaged over the images at
+    each position ``(h * w, D)``, then reduced ``gamma_c``-fold by k-means."""
+    total, count = None, 0
+    with torch.no_grad():
+        for part in _batches(index, config.batch_size):
+            out = descriptor(features(part)[0])
+            total = out.sum(0) if total is None else total + out.sum(0)
+            count += len(part)
+    bank = as_patches((total / count)[None])
+    if config.gamma_c > 1:
+        clusters = max(1, len(bank) // config.gamma_c)
+        bank = kmeans(bank, clusters, config.kmeans_iterations, config.descriptor_seed)
+    return bank.contiguous()
+
+
+class Scorer(nn.Module):
+    """What inference runs, as one graph: ``image`` ``(N, 3, H, W)`` (ImageNet-normalised) to
+    ``map`` ``(N, H, W)``, the patch scores (:func:`patch_scores`) upsampled to the input size.
+    The memory bank is a buffer, so an initializer of the exported graph."""
+
+    def __init__(
+        self, features: nn.Module, descriptor: nn.Module, memory: torch.Tensor, k: int,
+        size: tuple[int, int],
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.features = features.eval()
+        self.descriptor = descriptor.eval()
+        self.register_buffer("memory", memory.detach().clone())
+        self.k = int(k)
+        self.size = tuple(size)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        phi = self.descriptor(self.features(image)[0])
+        return anomaly_map(patch_scores(phi, self.memory, self.k), self.size)
+
+
+def export_onnx(
+    features: nn.Module, descriptor: nn.Module, memory: torch.Tensor, k: int,
+    size: tuple[int, int],
+) -> bytes:  # fmt: skip
+    """Backbone, descriptor, memory bank and scoring as one ONNX graph with a dynamic batch."""
+    scorer = Scorer(features, descriptor, memory, k, size).eval()
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but gives a plain static graph every ONNX Runtime
+        # runs (as for the backbones); the dynamo exporter needs onnxscript.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            scorer,
+            (torch.zeros(2, 3, *size),),
+            buffer,
+            input_names=[GRAPH_INPUT],
+            output_names=list(GRAPH_OUTPUTS),
+            dynamic_axes={name: {0: "batch"} for name in (GRAPH_INPUT, *GRAPH_OUTPUTS)},
+            opset_version=17,
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Training loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` hands back: the exported graph, the networks and the memory bank (for
+    tests and inspection), which rows were held out, and what training did."""
+
+    features: PatchFeatures
+    descriptor: nn.Conv2d
+    memory: torch.Tensor
+    onnx: bytes
+    val_index: np.ndarray
+    summary: TrainingSummary
+    history: list[dict[str, float]]
+
+
+def _batches(index: np.ndarray, size: int) -> list[np.ndarray]:
+    """Mini-batches (the descriptor has no batch statistics, so a last batch of one is kept)."""
+    return [index[i : i + size] for i in range(0, len(index), size)]
+
+
+def _loss(descriptor: nn.Module, feats: torch.Tensor, memory: torch.Tensor, c: CFAConfig):
+    return cfa_loss(descriptor(feats), memory, c.k, c.j, c.radius, c.alpha)
+
+
+def evaluate_loss(
+    descriptor: nn.Module, memory: torch.Tensor, features: TeacherFeatures, index: np.ndarray,
+    config: CFAConfig,
+) -> float:  # fmt: skip
+    """Mean loss over the rows ``index`` of the training data."""
+    descriptor.eval()
+    total = 0.0
+    with torch.no_grad():
+        for part in _batches(index, config.batch_size):
+            total += float(_loss(descriptor, features(part)[0], memory, config)) * len(part)
+    return total / max(len(index), 1)
+
+
+def _train_epoch(
+    descriptor: nn.Module, memory: torch.Tensor, optimiser: torch.optim.Optimizer,
+    features: TeacherFeatures, train_index: np.ndarray, config: CFAConfig, epoch: int,
+) -> float:  # fmt: skip
+    """One pass over the training images in a seeded order (seeded per epoch, so a resumed run
+    draws the same batches as an uninterrupted one); the mean training loss."""
+    descriptor.train()
+    rng = np.random.default_rng([config.seed, 2, epoch])
+    total, count = 0.0, 0
+    for part in _batches(rng.permutation(train_index), config.batch_size):
+        loss = _loss(descriptor, features(part)[0], memory, config)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        total += float(loss.detach()) * len(part)
+        count += len(part)
+    return total / max(count, 1)
+
+
+@dataclass
+class _State:
+    """Everything a checkpoint holds to resume exactly where training stopped."""
+
+    epoch: int = 0
+    best_epoch: int = -1
+    best_val: float = math.inf
+    bad_epochs: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    history: list[dict[str, float]] | None = None
+
+
+def _resumable_config(config: CFAConfig) -> dict[str, object]:
+    """The options a checkpoint must match to be resumed (not epochs, patience or display)."""
+    ignored = {"progress", "checkpoint_dir", "epochs", "patience", "sigma"}
+    return {k: v for k, v in config.to_dict().items() if k not in ignored}
+
+
+def _fingerprint(data: np.ndarray) -> list[float]:
+    return [float(len(data)), float(data.sum(dtype=np.float64)), float(np.abs(data).sum())]
+
+
+def _save_checkpoint(
+    path: Path, descriptor: nn.Module, memory: torch.Tensor, optimiser: torch.optim.Optimizer,
+    state: _State, config: CFAConfig, data: np.ndarray,
+) -> None:  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "config": _resumable_config(config),
+            "fingerprint": _fingerprint(data),
+            "descriptor": descriptor.state_dict(),
+            "memory": memory,
+            "optimiser": optimiser.state_dict(),
+            "state": asdict(state),
+        },
+        tmp,
+    )
+    tmp.replace(path)
+
+
+def _load_checkpoint(
+    path: Path, descriptor: nn.Module, optimiser: torch.optim.Optimizer, config: CFAConfig,
+    data: np.ndarray,
+) -> tuple[_State, torch.Tensor] | None:  # fmt: skip
+    """Restore a checkpoint written for the same options and data: the state and the memory
+    bank; None if there is none."""
+    if not path.is_file():
+        return None
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved["config"] != _resumable_config(config):
+        raise ValueError(f"checkpoint {path} was written with other options; use another directory")
+    if not np.allclose(saved["fingerprint"], _fingerprint(data), rtol=1e-6):
+        raise ValueError(f"checkpoint {path} was written for other training images")
+    descriptor.load_state_dict(saved["descriptor"])
+    optimiser.load_state_dict(saved["optimiser"])
+    return _State(**saved["state"]), saved["memory"]
+
+
+def train(data: np.ndarray, config: CFAConfig) -> TrainResult:
+    """Build the memory bank and train the descriptor on ImageNet-normalised images
+    ``(N, 3, H, W)``; export to ONNX.
+
+    Seeded: the same data, options and seed give the same descriptor and memory bank (one
+    process, CPU). With ``config.checkpoint_dir`` the state is saved after every epoch and a later
+    call with the same options and data resumes from it (also after the run finished: it then
+    only re-exports). Torch threads: ``VAD_INSPECTION_THREADS`` when set, else two
+    (:func:`~vad_inspection.vad.stfpm_train.threads`).
+    """
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads())
+    try:
+        return _train(np.ascontiguousarray(data, np.float32), config)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(data: np.ndarray, config: CFAConfig) -> TrainResult:
+    start = time.perf_counter()
+    train_index, val_index = held_out(len(data), config.val_fraction, config.seed)
+    feature_net = feature_network(config)
+    descriptor = descriptor_network(config)
+    optimiser = torch.optim.AdamW(
+        descriptor.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
+    features = TeacherFeatures(feature_net, data, config.batch_size)
+    restored = checkpoint and _load_checkpoint(checkpoint, descriptor, optimiser, config, data)
+    if restored:
+        state, memory = restored
+    else:
+        state, memory = _State(history=[]), memory_bank(descriptor, features, train_index, config)
+    if len(memory) < config.k + config.j:
+        raise ValueError(
+            f"the memory bank has {len(memory)} centroids, fewer than k + j = "
+            f"{config.k + config.j}: use larger images or a smaller gamma_c"
+        )
+    steps_per_epoch = len(_batches(train_index, config.batch_size))
+    epochs = progress_bar(
+        range(state.epoch, config.epochs), desc="CFA training", unit="epoch",
+        initial=state.epoch, total=config.epochs, enabled=config.progress,
+    )  # fmt: skip
+    for epoch in epochs:
+        if len(val_index) and state.bad_epochs >= config.patience:
+            break
+        train_loss = _train_epoch(
+            descriptor, memory, optimiser, features, train_index, config, epoch
+        )
+        val_loss = (
+            evaluate_loss(descriptor, memory, features, val_index, config)
+            if len(val_index)
+            else train_loss
+        )
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(
+                f"CFA training diverged at epoch {epoch} (loss {train_loss}); lower lr"
+            )
+        state.epoch = epoch + 1
+        if val_loss < state.best_val:
+            state.best_val, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
+            state.best_state = {k: v.detach().clone() for k, v in descriptor.state_dict().items()}
+        elif state.epoch * steps_per_epoch >= WARMUP_STEPS:
+            state.bad_epochs += 1
+        state.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+        epochs.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}", best=state.best_epoch)
+        if checkpoint:
+            _save_checkpoint(checkpoint, descriptor, memory, optimiser, state, config, data)
+    if state.best_state is not None:
+        descriptor.load_state_dict(state.best_state)
+    descriptor.eval()
+    summary = TrainingSummary(
+        epochs_run=state.epoch,
+        best_epoch=state.best_epoch,
+        best_val_loss=float(state.best_val),
+        seconds=time.perf_counter() - start,
+        train_images=len(train_index),
+        val_images=len(val_index),
+        stopped_early=state.epoch < config.epochs,
+    )
+    return TrainResult(
+        features=feature_net,
+        descriptor=descriptor,
+        memory=memory,
+        onnx=export_onnx(feature_net, descriptor, memory, config.k, config.size),
+        val_index=val_index,
+        summary=summary,
+        history=list(state.history),
+    )
