@@ -1,7 +1,9 @@
-"""PaDiM: fidelity to an independent torch reference, planted defects, persistence, errors."""
+"""PaDiM: fidelity to an independent torch reference, planted defects, persistence, storage in
+half precision, errors."""
 
 from __future__ import annotations
 
+import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,14 +15,25 @@ from vad_inspection.eval.metrics import auroc, pixel_auroc
 from vad_inspection.vad import artifact
 from vad_inspection.vad.backbones import load_onnx, torch_feature_model
 from vad_inspection.vad.padim import (
+    STORAGE_CHOICES,
     PaDiM,
     PaDiMConfig,
     gaussian_parameters,
     mahalanobis,
+    pack_cholesky,
     pack_precision,
+    to_half,
+    unpack_cholesky,
     unpack_precision,
 )
 from vad_inspection.vad.preprocess import InputError, InputSpec, to_network_input
+from vad_inspection.vad.registry import (
+    CommonOptions,
+    create_model,
+    load_model,
+    parse_options,
+    save_model,
+)
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -232,3 +245,137 @@ def test_bad_inputs_raise_clear_errors(backbone: bytes) -> None:
         model.predict([nan])
     with pytest.raises(InputError, match="NaN"):
         _model(backbone).fit([nan, train[1]])
+
+
+# -- storage: float32 (as fitted), float16, cholesky16 ----------------------------------------
+
+
+def _correlated(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Training ``(9, 60, 12)`` and test ``(9, 7, 12)`` vectors whose covariances are far from
+    epsilon * I (condition numbers of the inverses in the hundreds), unlike random MobileNetV2
+    features, so that rounding the stored matrices shows in the distances."""
+    rng = np.random.default_rng(seed)
+    mix = rng.normal(size=(9, 12, 12)) * 0.3
+    train = np.einsum("lnd,lde->lne", rng.normal(size=(9, 60, 12)), mix) + 1.0
+    test = np.einsum("lnd,lde->lne", rng.normal(size=(9, 7, 12)) * 1.5, mix) + 1.0
+    return train.astype(np.float32), test.astype(np.float32)
+
+
+def test_half_precision_distances_stay_close_to_the_dense_float64_ones() -> None:
+    train, test = _correlated(11)
+    mean, inverse = gaussian_parameters(train, 0.01)
+    delta = test.astype(np.float64) - mean[:, None]
+    dense = np.sqrt(np.einsum("lnd,lde,lne->ln", delta, inverse.astype(np.float64), delta))
+    factor = pack_cholesky(inverse)
+    np.testing.assert_allclose(unpack_cholesky(factor, 12), inverse, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mahalanobis(test, mean, factor, factor=True), dense, rtol=1e-5)
+    half = to_half(pack_precision(inverse), "test")
+    half_factor = to_half(factor, "test")
+    assert half.dtype == half_factor.dtype == np.float16
+    # Computed in float32 from the widened halves; the factor loses less than the precision,
+    # whose quadratic form cancels.
+    np.testing.assert_allclose(mahalanobis(test, mean, half), dense, rtol=1e-2)
+    np.testing.assert_allclose(mahalanobis(test, mean, half_factor, factor=True), dense, rtol=1e-3)
+    widened = mahalanobis(test, mean, half.astype(np.float32))
+    np.testing.assert_allclose(mahalanobis(test, mean, half), widened, rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def fitted_by_storage(backbone: bytes) -> dict[str, PaDiM]:
+    """One model per storage, fitted on the same five scenes (d = 40, seed 5)."""
+    train, _, _ = scenes(8, SIZE, 5)
+    models = {}
+    for storage in STORAGE_CHOICES:
+        models[storage] = _model(backbone, n_features=40, seed=5, storage=storage)
+        models[storage].fit(train)
+    return models
+
+
+@pytest.mark.parametrize("storage", STORAGE_CHOICES)
+def test_each_storage_round_trips_through_a_model_file(
+    fitted_by_storage: dict[str, PaDiM], storage: str, tmp_path: Path
+) -> None:
+    model = fitted_by_storage[storage]
+    dtype = np.float32 if storage == "float32" else np.float16
+    name = "cholesky_packed" if storage == "cholesky16" else "precision_packed"
+    assert model.precision.dtype == dtype  # kept as stored in memory too
+    path = save_model(model, tmp_path / f"{storage}.vad", None)
+    stored = artifact.load(path)
+    assert stored.meta["config"]["storage"] == storage
+    assert sorted(stored.arrays) == sorted(["mean", name, "channel_index"])
+    assert stored.arrays[name].dtype == dtype and stored.arrays[name].shape == (256, 40 * 41 // 2)
+    assert stored.arrays["mean"].dtype == np.float32
+    loaded, _ = load_model(path)
+    assert loaded.config == replace(model.config, taps=model.taps)
+    assert loaded.precision.dtype == dtype
+    np.testing.assert_allclose(loaded.inv_covariance, fitted_by_storage["float32"].inv_covariance,
+                               rtol=2e-3, atol=2e-3 * 100)  # fmt: skip
+    test, _, _ = scenes(9, SIZE, 4, defect_every=2)
+    before, after = model.predict(test), loaded.predict(test)
+    np.testing.assert_array_equal(after.scores, before.scores)
+    np.testing.assert_array_equal(after.maps, before.maps)
+
+
+def test_half_precision_scores_match_float32(fitted_by_storage: dict[str, PaDiM]) -> None:
+    test, _, _ = scenes(9, SIZE, 4, defect_every=2)
+    full = fitted_by_storage["float32"].predict(test)
+    for storage in ("float16", "cholesky16"):
+        half = fitted_by_storage[storage].predict(test)
+        assert half.scores.dtype == half.maps.dtype == np.float32
+        np.testing.assert_allclose(half.scores, full.scores, rtol=1e-3)
+        np.testing.assert_allclose(half.maps, full.maps, rtol=1e-3, atol=1e-3 * full.maps.max())
+
+
+def test_half_precision_halves_the_stored_matrices(
+    fitted_by_storage: dict[str, PaDiM], tmp_path: Path
+) -> None:
+    packed_bytes = fitted_by_storage["float32"].precision.nbytes
+    assert packed_bytes == 256 * 820 * 4
+    sizes, members = {}, {}
+    for storage, model in fitted_by_storage.items():
+        path = save_model(model, tmp_path / f"{storage}.vad", None)
+        sizes[storage] = path.stat().st_size
+        with zipfile.ZipFile(path) as archive:
+            packed = [i for i in archive.infolist() if i.filename.endswith("_packed.npy")]
+            members[storage] = packed[0].file_size
+    for storage in ("float16", "cholesky16"):
+        assert members[storage] / members["float32"] == pytest.approx(0.5, abs=1e-3)
+        # The file shrinks by half the packed matrices (the graph and the rest are unchanged).
+        assert sizes["float32"] - sizes[storage] == pytest.approx(packed_bytes / 2, abs=200)
+
+
+def test_files_from_before_the_storage_option_load_and_score_unchanged(
+    fitted_by_storage: dict[str, PaDiM], tmp_path: Path
+) -> None:
+    model = fitted_by_storage["float32"]
+    new = model.to_artifact()
+    # What the code before the option wrote: the same arrays (float32 packed precision under
+    # the same name) and a config without "storage".
+    assert new.arrays["precision_packed"].dtype == np.float32
+    np.testing.assert_array_equal(
+        new.arrays["precision_packed"], pack_precision(unpack_precision(model.precision, 40))
+    )
+    config = {k: v for k, v in new.meta["config"].items() if k != "storage"}
+    old = artifact.Artifact({**new.meta, "config": config}, new.graphs, new.arrays)
+    loaded, _ = load_model(artifact.save(old, tmp_path / "old.vad"))
+    assert loaded.config.storage == "float32"
+    assert loaded.precision.dtype == np.float32
+    np.testing.assert_array_equal(loaded.precision, model.precision)
+    test, _, _ = scenes(9, SIZE, 4, defect_every=2)
+    before, after = model.predict(test), loaded.predict(test)
+    np.testing.assert_array_equal(after.scores, before.scores)
+    np.testing.assert_array_equal(after.maps, before.maps)
+
+
+def test_storage_is_an_option_and_a_bad_value_is_refused_naming_the_choices() -> None:
+    assert PaDiMConfig().storage == "float32"
+    assert parse_options("padim", ["storage=cholesky16", "n_features=44"]) == {
+        "storage": "cholesky16",
+        "n_features": 44,
+    }
+    with pytest.raises(ValueError, match="float32, float16, cholesky16; got 'int8'"):
+        PaDiMConfig(storage="int8")
+    with pytest.raises(ValueError, match="storage must be one of"):
+        create_model("padim", CommonOptions(size=SIZE), storage="half")
+    with pytest.raises(InputError, match=r"beyond float16's range.*storage='float32'"):
+        to_half(np.array([[7e4, 1.0]], np.float32), "inverse covariances")

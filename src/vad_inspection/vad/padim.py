@@ -26,6 +26,21 @@ entries, in drawn order), the NumPy counterpart of anomalib 2.7's ``torch.randpe
 (anomalib before 1.0 used Python's ``random.sample``). The generators differ, so the subsets
 differ for the same seed: pass ``PaDiMConfig(channel_index=...)`` to impose another
 implementation's subset.
+
+Storage (``PaDiMConfig.storage``; not in the paper). At 256 px a MobileNetV2 PaDiM holds 4096
+Gaussians of d = 100 dimensions: the packed float32 inverse covariances alone are 83 MB, against
+the planetary paper's 10.7 MB model. ``"float32"`` keeps them as fitted (the default, and how
+every file from before the option is read). ``"float16"`` stores the same packed inverse
+covariances in half precision; ``"cholesky16"`` stores instead, in half precision, the upper
+triangular factor R of each inverse covariance (R^T R = Sigma^-1, as many numbers), whose
+distance ||R (x - mu)|| can never come out negative whatever the rounding, and which, where the
+covariances are far from epsilon * I, loses less to the rounding than the packed inverse (whose
+quadratic form then cancels). Both halve the stored matrices, in the file and in memory: the
+half-precision numbers are kept as they are and widened to float32 inside the distance kernel,
+which computes in float32 and runs about as fast as from float32 arrays (half the bytes to
+read, one conversion per number). The mean stays float32 (2 / (d + 1) of the matrices' size).
+Reaching the paper's footprint also needs a smaller d (``n_features``): the file grows as d^2;
+``benchmarks/padim_footprint.py`` measures sizes and what each setting costs in fidelity.
 """
 
 from __future__ import annotations
@@ -35,6 +50,9 @@ from dataclasses import asdict, dataclass
 
 import numba
 import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
 
 from vad_inspection.progress import progress_bar
 from vad_inspection.vad.artifact import Artifact
@@ -53,6 +71,16 @@ STABILISER = 1e-5
 
 #: Memory budget (bytes) of the float64 temporaries of one chunk of positions during fitting.
 CHUNK_BYTES = 64 * 2**20
+
+#: ``PaDiMConfig.storage`` choices: what the packed per-position matrices are and their dtype.
+STORAGE_CHOICES: tuple[str, ...] = ("float32", "float16", "cholesky16")
+
+#: Name of the packed matrices in a model file, per storage.
+_ARRAY_NAMES = {
+    "float32": "precision_packed",
+    "float16": "precision_packed",
+    "cholesky16": "cholesky_packed",
+}
 
 
 def select_channels(total: int, n_features: int, seed: int) -> np.ndarray:
@@ -119,10 +147,70 @@ def unpack_precision(packed: np.ndarray, dim: int) -> np.ndarray:
     return full
 
 
+def pack_cholesky(inverse: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """The upper triangular factors R (``R^T R = inverse``) of symmetric positive definite
+    ``(L, D, D)`` matrices, their upper triangles packed row by row as ``(L, D(D+1)/2)`` float32,
+    so that ``||R x||^2 = x^T A x`` is one pass over the packed row, as with
+    :func:`pack_precision`. Factored in float64, ``chunk`` positions at a time."""
+    positions, dim, _ = inverse.shape
+    rows, cols = np.triu_indices(dim)
+    packed = np.empty((positions, len(rows)), dtype=np.float32)
+    for start in range(0, positions, chunk):
+        try:
+            lower = np.linalg.cholesky(inverse[start : start + chunk].astype(np.float64))
+        except np.linalg.LinAlgError as error:
+            raise InputError(
+                "an inverse covariance is not positive definite, so it has no Cholesky factor "
+                f"({error}); raise the regularisation or use storage='float32'"
+            ) from None
+        packed[start : start + chunk] = lower[:, cols, rows]  # R = lower^T
+    return packed
+
+
+def unpack_cholesky(packed: np.ndarray, dim: int) -> np.ndarray:
+    """The full ``(L, D, D)`` matrices ``R^T R`` back from :func:`pack_cholesky`."""
+    rows, cols = np.triu_indices(dim)
+    factor = np.zeros((len(packed), dim, dim), dtype=np.float64)
+    factor[:, rows, cols] = packed
+    return np.matmul(factor.transpose(0, 2, 1), factor).astype(np.float32)
+
+
+def to_half(packed: np.ndarray, what: str) -> np.ndarray:
+    """``packed`` as float16, refusing values beyond its range (+-65504) rather than storing inf."""
+    with np.errstate(over="ignore"):
+        half = packed.astype(np.float16)
+    if not np.isfinite(half).all():
+        raise InputError(
+            f"the {what} reach {np.abs(packed).max():.3g}, beyond float16's range (65504); "
+            "raise the regularisation or use storage='float32'"
+        )
+    return half
+
+
+@intrinsic
+def _widen(typingctx, value):  # pragma: no cover - compiled
+    """float32 of a float32 (itself) or of float16 bits held as uint16 (NumPy's float16, which
+    numba cannot type, is passed as a uint16 view); LLVM turns a loop of these into F16C
+    conversions where the CPU has them."""
+    if value == types.float32:
+        return types.float32(value), lambda context, builder, signature, args: args[0]
+    if value == types.uint16:
+
+        def codegen(context, builder, signature, args):
+            half = builder.bitcast(args[0], ir.HalfType())
+            return builder.fpext(half, ir.FloatType())
+
+        return types.float32(value), codegen
+    return None
+
+
 @numba.njit(cache=True, nogil=True, fastmath=True)
-def _quadratic_forms(vectors, mean, packed):  # pragma: no cover - compiled
+def _quadratic_forms(vectors, mean, packed, factor):  # pragma: no cover - compiled
     # One contiguous slice of the packed row per i, so that LLVM vectorises the inner product;
-    # indexing the 2-D array directly compiled to a scalar loop three times slower.
+    # indexing the 2-D array directly compiled to a scalar loop three times slower. Row i of the
+    # packed matrix against delta[i:] is (A delta)_i's upper half for a packed precision
+    # (x^T A x = sum_i delta_i * row_i, off-diagonals doubled) or (R delta)_i for a Cholesky
+    # factor (x^T A x = sum_i row_i^2).
     positions, n, dim = vectors.shape
     size = packed.shape[1]
     flat = packed.ravel()
@@ -140,20 +228,29 @@ def _quadratic_forms(vectors, mean, packed):  # pragma: no cover - compiled
                 tail = delta[i:]
                 row = np.float32(0.0)
                 for j in range(length):
-                    row += segment[j] * tail[j]
+                    row += _widen(segment[j]) * tail[j]
                 start += length
-                total += delta[i] * row
+                total += row * row if factor else delta[i] * row
             out[position, k] = np.sqrt(max(total, np.float32(0.0)))
     return out
 
 
-def mahalanobis(vectors: np.ndarray, mean: np.ndarray, packed: np.ndarray) -> np.ndarray:
+def mahalanobis(
+    vectors: np.ndarray, mean: np.ndarray, packed: np.ndarray, factor: bool = False
+) -> np.ndarray:
     """Distances ``(L, n)`` of ``vectors`` ``(L, n, D)`` to the per-position Gaussians whose
-    inverse covariances are packed by :func:`pack_precision`."""
+    inverse covariances are packed by :func:`pack_precision` (or, with ``factor``, whose
+    Cholesky factors are packed by :func:`pack_cholesky`). ``packed`` may be float32 or float16;
+    float16 is read as it is and widened to float32 in the kernel, which computes in float32."""
+    if packed.dtype == np.float16:
+        packed = np.ascontiguousarray(packed).view(np.uint16)
+    else:
+        packed = np.ascontiguousarray(packed, np.float32)
     return _quadratic_forms(
         np.ascontiguousarray(vectors, np.float32),
         np.ascontiguousarray(mean, np.float32),
-        np.ascontiguousarray(packed, np.float32),
+        packed,
+        bool(factor),
     )
 
 
@@ -165,7 +262,11 @@ class PaDiMConfig:
     size of the random channel subset (None: :data:`N_FEATURES_DEFAULTS`, capped at the embedding
     size). ``channel_index``: an explicit subset (indices into the concatenated taps, in the order
     the embedding should hold them), which overrides the random draw. ``regularisation``: epsilon
-    of Sigma + epsilon I. ``sigma``: of the Gaussian smoothing of the anomaly map.
+    of Sigma + epsilon I. ``sigma``: of the Gaussian smoothing of the anomaly map. ``storage``: how
+    the fitted Gaussians are kept in memory and in the model file, one of :data:`STORAGE_CHOICES`:
+    ``"float32"`` (as fitted), ``"float16"`` (the packed inverse covariances in half precision:
+    half the size) or ``"cholesky16"`` (their Cholesky factors in half precision: half the size);
+    see the module docstring.
     """
 
     backbone: str = "mobilenet_v2"
@@ -178,6 +279,13 @@ class PaDiMConfig:
     batch_size: int = 8
     seed: int = 0
     progress: bool = False
+    storage: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.storage not in STORAGE_CHOICES:
+            raise ValueError(
+                f"PaDiM storage must be one of {', '.join(STORAGE_CHOICES)}; got {self.storage!r}"
+            )
 
     def resolved_taps(self) -> tuple[str, ...]:
         return tuple(self.taps) if self.taps else get_spec(self.backbone).taps
@@ -196,7 +304,9 @@ class PaDiM:
         self.input_spec: InputSpec | None = None
         self.channel_index: np.ndarray | None = None
         self.mean: np.ndarray | None = None
-        self.precision: np.ndarray | None = None  # packed inverse covariances, see pack_precision
+        # Packed inverse covariances (pack_precision) or, for storage "cholesky16", their packed
+        # Cholesky factors (pack_cholesky); float32 or float16 as the storage says.
+        self.precision: np.ndarray | None = None
         self.training_images = 0
 
     @property
@@ -204,6 +314,8 @@ class PaDiM:
         """The full ``(L, d, d)`` inverse covariances (unpacked on demand, for inspection)."""
         if self.precision is None or self.mean is None:
             return None
+        if self.config.storage == "cholesky16":
+            return unpack_cholesky(self.precision, self.mean.shape[1])
         return unpack_precision(self.precision, self.mean.shape[1])
 
     # -- steps 1 and 2: embedding vectors, random dimensionality reduction ---------------------
@@ -289,8 +401,18 @@ class PaDiM:
             vectors[:, done : done + part.shape[1]] = part
             done += part.shape[1]
         self.mean, inverse = gaussian_parameters(vectors, self.config.regularisation)
-        self.precision = pack_precision(inverse)
+        del vectors
+        self.precision = self._packed(inverse)
         self.training_images = len(images)
+
+    def _packed(self, inverse: np.ndarray) -> np.ndarray:
+        """The fitted inverse covariances ``(L, d, d)`` packed as ``config.storage`` says."""
+        storage = self.config.storage
+        if storage == "float32":
+            return pack_precision(inverse)
+        if storage == "float16":
+            return to_half(pack_precision(inverse), "inverse covariances")
+        return to_half(pack_cholesky(inverse), "Cholesky factors of the inverse covariances")
 
     # -- step 4: inference ---------------------------------------------------------------------
     def predict(self, images: Sequence[np.ndarray]) -> Prediction:
@@ -299,7 +421,9 @@ class PaDiM:
         maps = []
         for vectors, (h, w) in self._vectors(images, "PaDiM scoring"):
             n = vectors.shape[1]
-            distances = mahalanobis(vectors, self.mean, self.precision)
+            distances = mahalanobis(
+                vectors, self.mean, self.precision, factor=self.config.storage == "cholesky16"
+            )
             maps.append(resize_bilinear(distances.T.reshape(n, 1, h, w), self.input_spec.size))
         blurred = gaussian_blur(np.concatenate(maps)[:, 0], self.config.sigma)
         return Prediction(scores=blurred.max(axis=(1, 2)).astype(np.float32), maps=blurred)
@@ -326,7 +450,7 @@ class PaDiM:
             graphs={"backbone": self.backbone_onnx},
             arrays={
                 "mean": self.mean,
-                "precision_packed": self.precision,
+                _ARRAY_NAMES[self.config.storage]: self.precision,
                 "channel_index": self.channel_index,
             },
         )
@@ -338,10 +462,12 @@ class PaDiM:
         config["size"] = tuple(config["size"])
         if config.get("channel_index") is not None:
             config["channel_index"] = tuple(config["channel_index"])
+        storage = config.setdefault("storage", "float32")  # files from before the option
         model = cls(PaDiMConfig(**config), artifact.graphs["backbone"])
         model.input_spec = InputSpec.from_dict(artifact.meta["input"])
         model.channel_index = np.asarray(artifact.arrays["channel_index"], dtype=np.int64)
         model.mean = np.ascontiguousarray(artifact.arrays["mean"], np.float32)
-        model.precision = np.ascontiguousarray(artifact.arrays["precision_packed"], np.float32)
+        dtype = np.float32 if storage == "float32" else np.float16
+        model.precision = np.ascontiguousarray(artifact.arrays[_ARRAY_NAMES[storage]], dtype)
         model.training_images = int(artifact.meta["training_images"])
         return model
