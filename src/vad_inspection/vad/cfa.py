@@ -48,24 +48,20 @@ maximum follow in NumPy. :meth:`CFA.fit` imports the torch training module
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 
 import numpy as np
-import onnxruntime as ort
 
-from vad_inspection.progress import progress_bar
-from vad_inspection.vad.artifact import Artifact
 from vad_inspection.vad.backbones import RANDOM, get_spec
-from vad_inspection.vad.base import Prediction
-from vad_inspection.vad.features import make_session
 from vad_inspection.vad.ops import gaussian_blur
-from vad_inspection.vad.preprocess import InputError, InputSpec, as_hwc, to_network_input
-from vad_inspection.vad.vae import TrainingSummary
+from vad_inspection.vad.trained_graph import (
+    TrainedGraphModel,
+    config_from_dict,
+    config_to_dict,
+)
 
 #: Names of the ONNX graph's input and output: ``map`` (N, H, W), the patch scores upsampled to
 #: the input size, before the Gaussian smoothing.
-GRAPH_INPUT = "image"
 GRAPH_OUTPUTS: tuple[str, ...] = ("map",)
 
 #: The descriptor's initialisation and the k-means start are seeded with the config's seed plus
@@ -150,110 +146,25 @@ class CFAConfig:
         return self.seed + DESCRIPTOR_SEED_OFFSET
 
     def to_dict(self) -> dict[str, object]:
-        return {**asdict(self), "size": list(self.size)}
+        return config_to_dict(self)
 
     @staticmethod
     def from_dict(data: dict[str, object]) -> CFAConfig:
-        known = {f.name for f in fields(CFAConfig)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["size"] = tuple(values.get("size", (256, 256)))
-        return CFAConfig(**values)
+        return config_from_dict(CFAConfig, data)
 
 
-class CFA:
+class CFA(TrainedGraphModel):
     """Coupled-hypersphere feature adaptation on frozen features, on ONNX Runtime; see the
     module docstring. Images are resized to the configured ``size``; maps come back at it."""
 
     name = "cfa"
+    title = "CFA"
+    config_class = CFAConfig
+    train_module = "cfa_train"
+    graph_outputs = GRAPH_OUTPUTS
+    predict_batch = PREDICT_BATCH
 
-    def __init__(self, config: CFAConfig | None = None) -> None:
-        self.config = config or CFAConfig()
-        self.graph: bytes | None = None
-        self.input_spec: InputSpec | None = None
-        self.summary: TrainingSummary | None = None
-        self.history: list[dict[str, float]] = []
-        self._session: ort.InferenceSession | None = None
-
-    # -- steps 3 and 4: memory bank and descriptor training (torch, lazily) ---------------------
-    def fit(self, images: Sequence[np.ndarray]) -> None:
-        """Build the memory bank, train the descriptor on normal images (torch) and export
-        backbone, descriptor and memory bank as one graph.
-
-        Every image is checked and normalised before training starts, so a bad image fails at
-        once rather than after the training it would have wasted.
-        """
-        if len(images) < 2:
-            raise InputError(f"CFA needs at least two normal training images; got {len(images)}")
-        channels = as_hwc(np.asarray(images[0])).shape[2]
-        spec = InputSpec.for_channels(channels, self.config.size)
-        data = to_network_input(images, spec)
-
-        from vad_inspection.vad import cfa_train
-
-        result = cfa_train.train(data, self.config)
-        self.input_spec = spec
-        self.graph = result.onnx
-        self.summary = result.summary
-        self.history = result.history
-        self._session = None
-
-    # -- step 5: inference ----------------------------------------------------------------------
-    @property
-    def session(self) -> ort.InferenceSession:
-        """The ONNX Runtime session, created on first use."""
-        if self.graph is None:
-            raise RuntimeError("CFA is not fitted: call fit() or load a model first")
-        if self._session is None:
-            self._session = make_session(self.graph)
-        return self._session
-
-    def run_graph(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph's outputs for an ImageNet-normalised batch ``(N, 3, H, W)``."""
-        outputs = self.session.run(list(GRAPH_OUTPUTS), {GRAPH_INPUT: batch})
-        return dict(zip(GRAPH_OUTPUTS, outputs, strict=True))
-
-    def predict(self, images: Sequence[np.ndarray]) -> Prediction:
-        """Scores ``(N,)`` (the smoothed map's maximum) and maps ``(N, H, W)`` at the configured
-        size, Gaussian-smoothed with ``sigma``."""
-        if self.input_spec is None:
-            raise RuntimeError("CFA is not fitted: call fit() or load a model first")
-        if len(images) == 0:
-            raise InputError("no images given")
-        maps = []
-        for i in progress_bar(
-            range(0, len(images), PREDICT_BATCH),
-            desc="CFA scoring",
-            unit="batch",
-            enabled=self.config.progress,
-        ):
-            out = self.run_graph(to_network_input(images[i : i + PREDICT_BATCH], self.input_spec))
-            maps.append(gaussian_blur(out["map"], self.config.sigma))
-        smoothed = np.concatenate(maps).astype(np.float32, copy=False)
-        return Prediction(scores=smoothed.max(axis=(1, 2)), maps=smoothed)
-
-    # -- persistence ----------------------------------------------------------------------------
-    def to_artifact(self) -> Artifact:
-        """The fitted model (the one graph, the config, the input description) as an artifact."""
-        if self.graph is None or self.input_spec is None:
-            raise RuntimeError("CFA is not fitted: nothing to save")
-        return Artifact(
-            meta={
-                "method": self.name,
-                "config": replace(self.config, progress=False).to_dict(),
-                "input": self.input_spec.to_dict(),
-                "graph_outputs": list(GRAPH_OUTPUTS),
-                "training": None if self.summary is None else self.summary.to_dict(),
-            },
-            graphs={"cfa": self.graph},
-        )
-
-    @classmethod
-    def from_artifact(cls, artifact: Artifact) -> CFA:
-        """The model a file holds, quiet (no progress bars)."""
-        meta = artifact.meta
-        model = cls(replace(CFAConfig.from_dict(dict(meta["config"])), progress=False))
-        model.graph = artifact.graphs["cfa"]
-        model.input_spec = InputSpec.from_dict(dict(meta["input"]))
-        training = meta.get("training")
-        model.summary = TrainingSummary(**dict(training)) if training else None
-        return model
+    def scores_and_maps(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """The graph gives the raw map: smoothed here (sigma), the score its maximum."""
+        smoothed = gaussian_blur(out["map"], self.config.sigma).astype(np.float32, copy=False)
+        return smoothed.max(axis=(1, 2)), smoothed

@@ -45,23 +45,17 @@ lazily, so a robot that only loads and scores a model never imports torch.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 
-import numpy as np
-import onnxruntime as ort
-
-from vad_inspection.progress import progress_bar
-from vad_inspection.vad.artifact import Artifact
 from vad_inspection.vad.backbones import RANDOM, get_spec
-from vad_inspection.vad.base import Prediction
-from vad_inspection.vad.features import make_session
-from vad_inspection.vad.preprocess import InputError, InputSpec, as_hwc, to_network_input
-from vad_inspection.vad.vae import TrainingSummary
+from vad_inspection.vad.trained_graph import (
+    TrainedGraphModel,
+    config_from_dict,
+    config_to_dict,
+)
 
 #: Names of the ONNX graph's input and outputs (the contract between training and inference):
 #: ``map`` (N, H, W), minus the average of the upsampled likelihood maps; ``score`` (N,), its max.
-GRAPH_INPUT = "image"
 GRAPH_OUTPUTS: tuple[str, ...] = ("map", "score")
 
 #: The flows' initialisation and permutations are seeded with the config's seed plus this: never
@@ -136,17 +130,14 @@ class FastFlowConfig:
         return self.seed + FLOW_SEED_OFFSET
 
     def to_dict(self) -> dict[str, object]:
-        return {**asdict(self), "size": list(self.size)}
+        return config_to_dict(self)
 
     @staticmethod
     def from_dict(data: dict[str, object]) -> FastFlowConfig:
-        known = {f.name for f in fields(FastFlowConfig)}
-        values = {k: v for k, v in data.items() if k in known}
-        values["size"] = tuple(values.get("size", (256, 256)))
-        return FastFlowConfig(**values)
+        return config_from_dict(FastFlowConfig, data)
 
 
-class FastFlow:
+class FastFlow(TrainedGraphModel):
     """2-D normalizing flows on frozen features, on ONNX Runtime; see the module docstring.
 
     Images are resized to the configured ``size`` (as the backbone methods do); maps come back at
@@ -154,98 +145,8 @@ class FastFlow:
     """
 
     name = "fastflow"
-
-    def __init__(self, config: FastFlowConfig | None = None) -> None:
-        self.config = config or FastFlowConfig()
-        self.graph: bytes | None = None
-        self.input_spec: InputSpec | None = None
-        self.summary: TrainingSummary | None = None
-        self.history: list[dict[str, float]] = []
-        self._session: ort.InferenceSession | None = None
-
-    # -- step 3: training the flows (torch, lazily) ---------------------------------------------
-    def fit(self, images: Sequence[np.ndarray]) -> None:
-        """Train the flows on normal images (torch) and export backbone and flows as one graph.
-
-        Every image is checked and normalised before training starts, so a bad image fails at
-        once rather than after the training it would have wasted.
-        """
-        if len(images) < 2:
-            raise InputError(
-                f"FastFlow needs at least two normal training images; got {len(images)}"
-            )
-        channels = as_hwc(np.asarray(images[0])).shape[2]
-        spec = InputSpec.for_channels(channels, self.config.size)
-        data = to_network_input(images, spec)
-
-        from vad_inspection.vad import fastflow_train
-
-        result = fastflow_train.train(data, self.config)
-        self.input_spec = spec
-        self.graph = result.onnx
-        self.summary = result.summary
-        self.history = result.history
-        self._session = None
-
-    # -- step 4: inference ----------------------------------------------------------------------
-    @property
-    def session(self) -> ort.InferenceSession:
-        """The ONNX Runtime session, created on first use."""
-        if self.graph is None:
-            raise RuntimeError("FastFlow is not fitted: call fit() or load a model first")
-        if self._session is None:
-            self._session = make_session(self.graph)
-        return self._session
-
-    def run_graph(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """The graph's outputs for an ImageNet-normalised batch ``(N, 3, H, W)``."""
-        outputs = self.session.run(list(GRAPH_OUTPUTS), {GRAPH_INPUT: batch})
-        return dict(zip(GRAPH_OUTPUTS, outputs, strict=True))
-
-    def predict(self, images: Sequence[np.ndarray]) -> Prediction:
-        """Scores ``(N,)`` (the map's maximum) and maps ``(N, H, W)`` at the configured size."""
-        if self.input_spec is None:
-            raise RuntimeError("FastFlow is not fitted: call fit() or load a model first")
-        if len(images) == 0:
-            raise InputError("no images given")
-        scores, maps = [], []
-        for i in progress_bar(
-            range(0, len(images), PREDICT_BATCH),
-            desc="FastFlow scoring",
-            unit="batch",
-            enabled=self.config.progress,
-        ):
-            out = self.run_graph(to_network_input(images[i : i + PREDICT_BATCH], self.input_spec))
-            scores.append(out["score"])
-            maps.append(out["map"])
-        return Prediction(
-            scores=np.concatenate(scores).astype(np.float32, copy=False),
-            maps=np.concatenate(maps).astype(np.float32, copy=False),
-        )
-
-    # -- persistence ----------------------------------------------------------------------------
-    def to_artifact(self) -> Artifact:
-        """The fitted model (the one graph, the config, the input description) as an artifact."""
-        if self.graph is None or self.input_spec is None:
-            raise RuntimeError("FastFlow is not fitted: nothing to save")
-        return Artifact(
-            meta={
-                "method": self.name,
-                "config": replace(self.config, progress=False).to_dict(),
-                "input": self.input_spec.to_dict(),
-                "graph_outputs": list(GRAPH_OUTPUTS),
-                "training": None if self.summary is None else self.summary.to_dict(),
-            },
-            graphs={"fastflow": self.graph},
-        )
-
-    @classmethod
-    def from_artifact(cls, artifact: Artifact) -> FastFlow:
-        """The model a file holds, quiet (no progress bars)."""
-        meta = artifact.meta
-        model = cls(replace(FastFlowConfig.from_dict(dict(meta["config"])), progress=False))
-        model.graph = artifact.graphs["fastflow"]
-        model.input_spec = InputSpec.from_dict(dict(meta["input"]))
-        training = meta.get("training")
-        model.summary = TrainingSummary(**dict(training)) if training else None
-        return model
+    title = "FastFlow"
+    config_class = FastFlowConfig
+    train_module = "fastflow_train"
+    graph_outputs = GRAPH_OUTPUTS
+    predict_batch = PREDICT_BATCH

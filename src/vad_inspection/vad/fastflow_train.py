@@ -29,8 +29,9 @@ from torch import nn
 
 from vad_inspection.progress import progress_bar
 from vad_inspection.vad.backbones import get_spec, torch_feature_model
-from vad_inspection.vad.fastflow import GRAPH_INPUT, GRAPH_OUTPUTS, FastFlowConfig
+from vad_inspection.vad.fastflow import GRAPH_OUTPUTS, FastFlowConfig
 from vad_inspection.vad.stfpm_train import TeacherFeatures, threads
+from vad_inspection.vad.trained_graph import GRAPH_INPUT
 from vad_inspection.vad.vae import TrainingSummary
 from vad_inspection.vad.vae_train import held_out
 

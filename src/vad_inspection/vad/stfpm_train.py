@@ -30,7 +30,8 @@ from torch import nn
 
 from vad_inspection.progress import progress_bar
 from vad_inspection.vad.backbones import RANDOM, torch_feature_model
-from vad_inspection.vad.stfpm import GRAPH_INPUT, GRAPH_OUTPUTS, STFPMConfig
+from vad_inspection.vad.stfpm import GRAPH_OUTPUTS, STFPMConfig
+from vad_inspection.vad.trained_graph import GRAPH_INPUT
 from vad_inspection.vad.vae import TrainingSummary
 from vad_inspection.vad.vae_train import held_out
 
