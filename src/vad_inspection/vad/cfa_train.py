@@ -19,7 +19,7 @@ import io
 import math
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +28,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from vad_inspection.progress import progress_bar
+from vad_inspection.vad import checkpoint
 from vad_inspection.vad.backbones import get_spec, torch_feature_model
 from vad_inspection.vad.cfa import GRAPH_OUTPUTS, CFAConfig
+from vad_inspection.vad.checkpoint import TrainState
 from vad_inspection.vad.stfpm_train import TeacherFeatures, threads
 from vad_inspection.vad.trained_graph import GRAPH_INPUT
 from vad_inspection.vad.vae import TrainingSummary
@@ -299,64 +301,34 @@ def _train_epoch(
     return total / max(count, 1)
 
 
-@dataclass
-class _State:
-    """Everything a checkpoint holds to resume exactly where training stopped."""
-
-    epoch: int = 0
-    best_epoch: int = -1
-    best_val: float = math.inf
-    bad_epochs: int = 0
-    best_state: dict[str, torch.Tensor] | None = None
-    history: list[dict[str, float]] | None = None
-
-
 def _resumable_config(config: CFAConfig) -> dict[str, object]:
     """The options a checkpoint must match to be resumed (not epochs, patience or display)."""
     ignored = {"progress", "checkpoint_dir", "epochs", "patience", "sigma"}
     return {k: v for k, v in config.to_dict().items() if k not in ignored}
 
 
-def _fingerprint(data: np.ndarray) -> list[float]:
-    return [float(len(data)), float(data.sum(dtype=np.float64)), float(np.abs(data).sum())]
-
-
 def _save_checkpoint(
     path: Path, descriptor: nn.Module, memory: torch.Tensor, optimiser: torch.optim.Optimizer,
-    state: _State, config: CFAConfig, data: np.ndarray,
+    state: TrainState, config: CFAConfig, data: np.ndarray,
 ) -> None:  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "config": _resumable_config(config),
-            "fingerprint": _fingerprint(data),
-            "descriptor": descriptor.state_dict(),
-            "memory": memory,
-            "optimiser": optimiser.state_dict(),
-            "state": asdict(state),
-        },
-        tmp,
-    )
-    tmp.replace(path)
+    checkpoint.save(path, _resumable_config(config), data, state,
+                    descriptor=descriptor.state_dict(), memory=memory,
+                    optimiser=optimiser.state_dict())  # fmt: skip
 
 
 def _load_checkpoint(
     path: Path, descriptor: nn.Module, optimiser: torch.optim.Optimizer, config: CFAConfig,
     data: np.ndarray,
-) -> tuple[_State, torch.Tensor] | None:  # fmt: skip
+) -> tuple[TrainState, torch.Tensor] | None:  # fmt: skip
     """Restore a checkpoint written for the same options and data: the state and the memory
     bank; None if there is none."""
-    if not path.is_file():
+    found = checkpoint.load(path, _resumable_config(config), data)
+    if found is None:
         return None
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if saved["config"] != _resumable_config(config):
-        raise ValueError(f"checkpoint {path} was written with other options; use another directory")
-    if not np.allclose(saved["fingerprint"], _fingerprint(data), rtol=1e-6):
-        raise ValueError(f"checkpoint {path} was written for other training images")
+    state, saved = found
     descriptor.load_state_dict(saved["descriptor"])
     optimiser.load_state_dict(saved["optimiser"])
-    return _State(**saved["state"]), saved["memory"]
+    return state, saved["memory"]
 
 
 def train(data: np.ndarray, config: CFAConfig) -> TrainResult:
@@ -391,7 +363,10 @@ def _train(data: np.ndarray, config: CFAConfig) -> TrainResult:
     if restored:
         state, memory = restored
     else:
-        state, memory = _State(history=[]), memory_bank(descriptor, features, train_index, config)
+        state, memory = (
+            TrainState(history=[]),
+            memory_bank(descriptor, features, train_index, config),
+        )
     if len(memory) < config.k + config.j:
         raise ValueError(
             f"the memory bank has {len(memory)} centroids, fewer than k + j = "

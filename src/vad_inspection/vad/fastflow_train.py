@@ -19,7 +19,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from vad_inspection.progress import progress_bar
+from vad_inspection.vad import checkpoint
 from vad_inspection.vad.backbones import get_spec, torch_feature_model
+from vad_inspection.vad.checkpoint import TrainState
 from vad_inspection.vad.fastflow import GRAPH_OUTPUTS, FastFlowConfig
 from vad_inspection.vad.stfpm_train import TeacherFeatures, threads
 from vad_inspection.vad.trained_graph import GRAPH_INPUT
@@ -301,62 +303,32 @@ def _train_epoch(
     return total / max(count, 1)
 
 
-@dataclass
-class _State:
-    """Everything a checkpoint holds to resume exactly where training stopped."""
-
-    epoch: int = 0
-    best_epoch: int = -1
-    best_val: float = math.inf
-    bad_epochs: int = 0
-    best_state: dict[str, torch.Tensor] | None = None
-    history: list[dict[str, float]] | None = None
-
-
 def _resumable_config(config: FastFlowConfig) -> dict[str, object]:
     """The options a checkpoint must match to be resumed (not epochs, patience or display)."""
     ignored = {"progress", "checkpoint_dir", "epochs", "patience"}
     return {k: v for k, v in config.to_dict().items() if k not in ignored}
 
 
-def _fingerprint(data: np.ndarray) -> list[float]:
-    return [float(len(data)), float(data.sum(dtype=np.float64)), float(np.abs(data).sum())]
-
-
 def _save_checkpoint(
-    path: Path, flows: nn.ModuleList, optimiser: torch.optim.Optimizer, state: _State,
+    path: Path, flows: nn.ModuleList, optimiser: torch.optim.Optimizer, state: TrainState,
     config: FastFlowConfig, data: np.ndarray,
 ) -> None:  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "config": _resumable_config(config),
-            "fingerprint": _fingerprint(data),
-            "flows": flows.state_dict(),
-            "optimiser": optimiser.state_dict(),
-            "state": asdict(state),
-        },
-        tmp,
-    )
-    tmp.replace(path)
+    checkpoint.save(path, _resumable_config(config), data, state, flows=flows.state_dict(),
+                    optimiser=optimiser.state_dict())  # fmt: skip
 
 
 def _load_checkpoint(
     path: Path, flows: nn.ModuleList, optimiser: torch.optim.Optimizer, config: FastFlowConfig,
     data: np.ndarray,
-) -> _State | None:  # fmt: skip
+) -> TrainState | None:  # fmt: skip
     """Restore a checkpoint written for the same options and data; None if there is none."""
-    if not path.is_file():
+    found = checkpoint.load(path, _resumable_config(config), data)
+    if found is None:
         return None
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if saved["config"] != _resumable_config(config):
-        raise ValueError(f"checkpoint {path} was written with other options; use another directory")
-    if not np.allclose(saved["fingerprint"], _fingerprint(data), rtol=1e-6):
-        raise ValueError(f"checkpoint {path} was written for other training images")
+    state, saved = found
     flows.load_state_dict(saved["flows"])
     optimiser.load_state_dict(saved["optimiser"])
-    return _State(**saved["state"])
+    return state
 
 
 def train(data: np.ndarray, config: FastFlowConfig) -> TrainResult:
@@ -384,7 +356,7 @@ def _train(data: np.ndarray, config: FastFlowConfig) -> TrainResult:
     optimiser = torch.optim.Adam(flows.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
     state = checkpoint and _load_checkpoint(checkpoint, flows, optimiser, config, data)
-    state = state or _State(history=[])
+    state = state or TrainState(history=[])
     features = TeacherFeatures(feature_net, data, config.batch_size)
     steps_per_epoch = len(_batches(train_index, config.batch_size))
     epochs = progress_bar(

@@ -46,6 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vad_inspection.progress import progress_bar
+from vad_inspection.vad import checkpoint
+from vad_inspection.vad.checkpoint import TrainState
 from vad_inspection.vad.vae import GRAPH_INPUT, GRAPH_OUTPUTS, TrainingSummary, VAEConfig
 
 #: Threads for training: the development machines have two cores, shared.
@@ -321,58 +323,27 @@ def _resumable_config(config: VAEConfig) -> dict[str, object]:
     return {k: v for k, v in asdict(config).items() if k not in ignored}
 
 
-def _fingerprint(data: np.ndarray) -> list[float]:
-    return [float(len(data)), float(data.sum(dtype=np.float64)), float(np.abs(data).sum())]
-
-
-@dataclass
-class _State:
-    """Everything a checkpoint holds to resume exactly where training stopped."""
-
-    epoch: int = 0
-    best_epoch: int = -1
-    best_val: float = math.inf
-    bad_epochs: int = 0
-    best_state: dict[str, torch.Tensor] | None = None
-    history: list[dict[str, float]] | None = None
-
-
 def _save_checkpoint(
     path: Path, net: ConvVAE, optimiser: torch.optim.Optimizer, noise: torch.Generator,
-    state: _State, config: VAEConfig, data: np.ndarray,
+    state: TrainState, config: VAEConfig, data: np.ndarray,
 ) -> None:  # fmt: skip
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(
-        {
-            "config": _resumable_config(config),
-            "fingerprint": _fingerprint(data),
-            "model": net.state_dict(),
-            "optimiser": optimiser.state_dict(),
-            "noise": noise.get_state(),
-            "state": asdict(state),
-        },
-        tmp,
-    )
-    tmp.replace(path)
+    checkpoint.save(path, _resumable_config(config), data, state, model=net.state_dict(),
+                    optimiser=optimiser.state_dict(), noise=noise.get_state())  # fmt: skip
 
 
 def _load_checkpoint(
     path: Path, net: ConvVAE, optimiser: torch.optim.Optimizer, noise: torch.Generator,
     config: VAEConfig, data: np.ndarray,
-) -> _State | None:  # fmt: skip
+) -> TrainState | None:  # fmt: skip
     """Restore a checkpoint written for the same options and data; None if there is none."""
-    if not path.is_file():
+    found = checkpoint.load(path, _resumable_config(config), data)
+    if found is None:
         return None
-    saved = torch.load(path, map_location="cpu", weights_only=True)
-    if saved["config"] != _resumable_config(config):
-        raise ValueError(f"checkpoint {path} was written with other options; use another directory")
-    if not np.allclose(saved["fingerprint"], _fingerprint(data), rtol=1e-6):
-        raise ValueError(f"checkpoint {path} was written for other training images")
+    state, saved = found
     net.load_state_dict(saved["model"])
     optimiser.load_state_dict(saved["optimiser"])
     noise.set_state(saved["noise"])
-    return _State(**saved["state"])
+    return state
 
 
 def train(data: np.ndarray, config: VAEConfig, groups: np.ndarray | None = None) -> TrainResult:
@@ -416,7 +387,7 @@ def _train(data: np.ndarray, config: VAEConfig, groups: np.ndarray) -> TrainResu
     noise = torch.Generator().manual_seed(config.seed + 1)
     checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
     state = checkpoint and _load_checkpoint(checkpoint, net, optimiser, noise, config, data)
-    state = state or _State(history=[])
+    state = state or TrainState(history=[])
     val_data = data[val_index]
     epochs = progress_bar(
         range(state.epoch, config.epochs), desc=f"{config.variant} training", unit="epoch",
