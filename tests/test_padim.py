@@ -19,6 +19,8 @@ from vad_inspection.vad.padim import (
     PaDiM,
     PaDiMConfig,
     gaussian_parameters,
+    low_rank_mahalanobis,
+    low_rank_precision,
     mahalanobis,
     pack_cholesky,
     pack_precision,
@@ -247,7 +249,7 @@ def test_bad_inputs_raise_clear_errors(backbone: bytes) -> None:
         _model(backbone).fit([nan, train[1]])
 
 
-# -- storage: float32 (as fitted), float16, cholesky16 ----------------------------------------
+# -- storage: float32 (as fitted), float16, cholesky16, lowrank16 -----------------------------
 
 
 def _correlated(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -280,6 +282,44 @@ def test_half_precision_distances_stay_close_to_the_dense_float64_ones() -> None
     np.testing.assert_allclose(mahalanobis(test, mean, half), widened, rtol=1e-6)
 
 
+def test_low_rank_precision_by_hand() -> None:
+    # precisions 1, 4, 6 on the axes; rank 1 keeps the smallest (the largest variance, 1) and the
+    # other two share their mean precision 5: a = 5, V = sqrt(5 - 1) e_0
+    inverse = np.diag([4.0, 1.0, 6.0]).astype(np.float32)[None]
+    basis, isotropic = low_rank_precision(inverse, 1)
+    assert basis.shape == (1, 1, 3) and isotropic.shape == (1,)
+    assert isotropic[0] == pytest.approx(5.0)
+    np.testing.assert_allclose(np.abs(basis[0, 0]), [0.0, 2.0, 0.0], atol=1e-6)
+    x = np.array([[[1.0, 1.0, 1.0]]], np.float32)  # (L, n, D), mean 0
+    # x^T diag(5, 1, 5) x = 11
+    distance = low_rank_mahalanobis(x, np.zeros((1, 3), np.float32), basis, isotropic)
+    assert distance[0, 0] == pytest.approx(np.sqrt(11.0), rel=1e-6)
+    with pytest.raises(ValueError, match="rank"):
+        low_rank_precision(inverse, 3)
+
+
+def test_low_rank_is_exact_where_the_small_variances_share_one_value() -> None:
+    # Covariances with 3 large variances along random directions and the other 9 all epsilon:
+    # the rank-3 form holds them exactly, in float32, and within half precision's rounding.
+    rng = np.random.default_rng(2)
+    basis = np.linalg.qr(rng.normal(size=(5, 12, 12)))[0]  # orthonormal columns, per position
+    variances = np.full((5, 12), 0.01)
+    variances[:, :3] = [2.0, 0.7, 0.3]
+    inverse = np.einsum("lij,lj,lkj->lik", basis, 1.0 / variances, basis).astype(np.float32)
+    mean = rng.normal(size=(5, 12)).astype(np.float32)
+    test = (mean[:, None] + rng.normal(size=(5, 7, 12)) * 0.5).astype(np.float32)
+    delta = test.astype(np.float64) - mean[:, None]
+    dense = np.sqrt(np.einsum("lnd,lde,lne->ln", delta, inverse.astype(np.float64), delta))
+    v, a = low_rank_precision(inverse, 3)
+    np.testing.assert_allclose(a, 100.0, rtol=1e-4)
+    np.testing.assert_allclose(low_rank_mahalanobis(test, mean, v, a), dense, rtol=1e-4)
+    half = to_half(v, "test")
+    np.testing.assert_allclose(low_rank_mahalanobis(test, mean, half, a), dense, rtol=2e-3)
+    # a rank too small to hold the large variances is no longer exact
+    v1, a1 = low_rank_precision(inverse, 1)
+    assert np.abs(low_rank_mahalanobis(test, mean, v1, a1) / dense - 1).max() > 0.01
+
+
 @pytest.fixture(scope="module")
 def fitted_by_storage(backbone: bytes) -> dict[str, PaDiM]:
     """One model per storage, fitted on the same five scenes (d = 40, seed 5)."""
@@ -297,19 +337,24 @@ def test_each_storage_round_trips_through_a_model_file(
 ) -> None:
     model = fitted_by_storage[storage]
     dtype = np.float32 if storage == "float32" else np.float16
-    name = "cholesky_packed" if storage == "cholesky16" else "precision_packed"
+    names = {"cholesky16": ["cholesky_packed"], "lowrank16": ["lowrank_basis", "lowrank_isotropic"]}
+    name = names.get(storage, ["precision_packed"])[0]
+    shape = (256, 8, 40) if storage == "lowrank16" else (256, 40 * 41 // 2)
     assert model.precision.dtype == dtype  # kept as stored in memory too
     path = save_model(model, tmp_path / f"{storage}.vad", None)
     stored = artifact.load(path)
     assert stored.meta["config"]["storage"] == storage
-    assert sorted(stored.arrays) == sorted(["mean", name, "channel_index"])
-    assert stored.arrays[name].dtype == dtype and stored.arrays[name].shape == (256, 40 * 41 // 2)
+    assert sorted(stored.arrays) == sorted(["mean", *names.get(storage, [name]), "channel_index"])
+    assert stored.arrays[name].dtype == dtype and stored.arrays[name].shape == shape
     assert stored.arrays["mean"].dtype == np.float32
     loaded, _ = load_model(path)
     assert loaded.config == replace(model.config, taps=model.taps)
     assert loaded.precision.dtype == dtype
-    np.testing.assert_allclose(loaded.inv_covariance, fitted_by_storage["float32"].inv_covariance,
-                               rtol=2e-3, atol=2e-3 * 100)  # fmt: skip
+    if storage != "lowrank16":  # an approximation: its distances are checked apart
+        np.testing.assert_allclose(
+            loaded.inv_covariance, fitted_by_storage["float32"].inv_covariance,
+            rtol=2e-3, atol=2e-3 * 100,
+        )  # fmt: skip
     test, _, _ = scenes(9, SIZE, 4, defect_every=2)
     before, after = model.predict(test), loaded.predict(test)
     np.testing.assert_array_equal(after.scores, before.scores)
@@ -333,6 +378,8 @@ def test_half_precision_halves_the_stored_matrices(
     assert packed_bytes == 256 * 820 * 4
     sizes, members = {}, {}
     for storage, model in fitted_by_storage.items():
+        if storage == "lowrank16":
+            continue
         path = save_model(model, tmp_path / f"{storage}.vad", None)
         sizes[storage] = path.stat().st_size
         with zipfile.ZipFile(path) as archive:
@@ -369,11 +416,15 @@ def test_files_from_before_the_storage_option_load_and_score_unchanged(
 
 def test_storage_is_an_option_and_a_bad_value_is_refused_naming_the_choices() -> None:
     assert PaDiMConfig().storage == "float32"
+    assert parse_options("padim", ["storage=lowrank16", "rank=4"]) == {
+        "storage": "lowrank16",
+        "rank": 4,
+    }
     assert parse_options("padim", ["storage=cholesky16", "n_features=44"]) == {
         "storage": "cholesky16",
         "n_features": 44,
     }
-    with pytest.raises(ValueError, match="float32, float16, cholesky16; got 'int8'"):
+    with pytest.raises(ValueError, match="float32, float16, cholesky16, lowrank16; got 'int8'"):
         PaDiMConfig(storage="int8")
     with pytest.raises(ValueError, match="storage must be one of"):
         create_model("padim", CommonOptions(size=SIZE), storage="half")

@@ -39,7 +39,14 @@ quadratic form then cancels). Both halve the stored matrices, in the file and in
 half-precision numbers are kept as they are and widened to float32 inside the distance kernel,
 which computes in float32 and runs about as fast as from float32 arrays (half the bytes to
 read, one conversion per number). The mean stays float32 (2 / (d + 1) of the matrices' size).
-Reaching the paper's footprint also needs a smaller d (``n_features``): the file grows as d^2;
+Reaching the paper's footprint with those needs a smaller d (``n_features``): the file grows as
+d^2, and which d channels are kept moves the ranking far more than the rounding does.
+``"lowrank16"`` keeps d and approximates each inverse covariance instead: its ``rank`` (default 8)
+directions of largest variance keep their own precision, the other d - rank share their mean
+precision (``a I - V^T V``, :func:`low_rank_precision`), V in half precision: the file grows as
+d * rank, 6.6 MB of V for d = 100, rank 8 at 256 px. The shared precision is exact where a
+covariance's small eigenvalues sit at the regularisation floor epsilon, which is where most of
+them sit with 200 training images and the d = 100 of the paper.
 ``benchmarks/padim_footprint.py`` measures sizes and what each setting costs in fidelity.
 """
 
@@ -73,14 +80,17 @@ STABILISER = 1e-5
 CHUNK_BYTES = 64 * 2**20
 
 #: ``PaDiMConfig.storage`` choices: what the packed per-position matrices are and their dtype.
-STORAGE_CHOICES: tuple[str, ...] = ("float32", "float16", "cholesky16")
+STORAGE_CHOICES: tuple[str, ...] = ("float32", "float16", "cholesky16", "lowrank16")
 
 #: Name of the packed matrices in a model file, per storage.
 _ARRAY_NAMES = {
     "float32": "precision_packed",
     "float16": "precision_packed",
     "cholesky16": "cholesky_packed",
+    "lowrank16": "lowrank_basis",
 }
+#: The per-position isotropic precision of storage ``lowrank16`` in a model file.
+_ISOTROPIC = "lowrank_isotropic"
 
 
 def select_channels(total: int, n_features: int, seed: int) -> np.ndarray:
@@ -187,6 +197,34 @@ def to_half(packed: np.ndarray, what: str) -> np.ndarray:
     return half
 
 
+def low_rank_precision(inverse: np.ndarray, rank: int, chunk: int = 256
+                       ) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """Each inverse covariance ``(L, D, D)`` kept as ``a I - V^T V``: ``V`` ``(L, rank, D)``,
+    ``a`` ``(L,)`` float32, factored in float64 ``chunk`` positions at a time.
+
+    The ``rank`` directions of largest variance (smallest precision ``p_j``, eigenvector
+    ``u_j``) keep their own precision; the other ``D - rank`` share one, ``a``, their mean
+    precision, so an isotropic deviation has on average the distance it had (probabilistic PCA
+    keeps the mean *variance* instead, which overstates the distance the small variances give).
+    ``V``'s rows are ``sqrt(a - p_j) u_j``; ``a >= p_j`` because the kept ``p_j`` are the
+    smallest, so ``a I - V^T V`` is positive semi-definite and the distance real.
+    """
+    positions, dim, _ = inverse.shape
+    if not 0 < rank < dim:
+        raise ValueError(f"PaDiM rank must be in 1..{dim - 1} (d = {dim}); got {rank}")
+    basis = np.empty((positions, rank, dim), dtype=np.float32)
+    isotropic = np.empty(positions, dtype=np.float32)
+    for start in range(0, positions, chunk):
+        values, vectors = np.linalg.eigh(inverse[start : start + chunk].astype(np.float64))
+        # eigh sorts ascending: the first ``rank`` are the smallest precisions
+        a = values[:, rank:].mean(axis=1)
+        weight = np.sqrt(np.maximum(a[:, None] - values[:, :rank], 0.0))  # (c, rank)
+        kept = vectors[:, :, :rank] * weight[:, None, :]  # columns sqrt(a - p_j) u_j
+        basis[start : start + chunk] = kept.transpose(0, 2, 1)
+        isotropic[start : start + chunk] = a
+    return basis, isotropic
+
+
 @intrinsic
 def _widen(typingctx, value):  # pragma: no cover - compiled
     """float32 of a float32 (itself) or of float16 bits held as uint16 (NumPy's float16, which
@@ -235,6 +273,47 @@ def _quadratic_forms(vectors, mean, packed, factor):  # pragma: no cover - compi
     return out
 
 
+@numba.njit(cache=True, nogil=True, fastmath=True)
+def _low_rank_forms(vectors, mean, basis, isotropic):  # pragma: no cover - compiled
+    # x^T (a I - V^T V) x = a ||x||^2 - ||V x||^2, one contiguous row of V at a time.
+    positions, n, dim = vectors.shape
+    rank = basis.shape[1]
+    out = np.empty((positions, n), dtype=np.float32)
+    delta = np.empty(dim, dtype=np.float32)
+    for position in range(positions):
+        for k in range(n):
+            norm = np.float32(0.0)
+            for i in range(dim):
+                delta[i] = vectors[position, k, i] - mean[position, i]
+                norm += delta[i] * delta[i]
+            total = isotropic[position] * norm
+            for j in range(rank):
+                row = basis[position, j]
+                projection = np.float32(0.0)
+                for i in range(dim):
+                    projection += _widen(row[i]) * delta[i]
+                total -= projection * projection
+            out[position, k] = np.sqrt(max(total, np.float32(0.0)))
+    return out
+
+
+def low_rank_mahalanobis(
+    vectors: np.ndarray, mean: np.ndarray, basis: np.ndarray, isotropic: np.ndarray
+) -> np.ndarray:
+    """Distances ``(L, n)`` as :func:`mahalanobis` for precisions kept by
+    :func:`low_rank_precision` (``basis`` float32 or float16, widened in the kernel)."""
+    if basis.dtype == np.float16:
+        basis = np.ascontiguousarray(basis).view(np.uint16)
+    else:
+        basis = np.ascontiguousarray(basis, np.float32)
+    return _low_rank_forms(
+        np.ascontiguousarray(vectors, np.float32),
+        np.ascontiguousarray(mean, np.float32),
+        basis,
+        np.ascontiguousarray(isotropic, np.float32),
+    )
+
+
 def mahalanobis(
     vectors: np.ndarray, mean: np.ndarray, packed: np.ndarray, factor: bool = False
 ) -> np.ndarray:
@@ -265,8 +344,10 @@ class PaDiMConfig:
     of Sigma + epsilon I. ``sigma``: of the Gaussian smoothing of the anomaly map. ``storage``: how
     the fitted Gaussians are kept in memory and in the model file, one of :data:`STORAGE_CHOICES`:
     ``"float32"`` (as fitted), ``"float16"`` (the packed inverse covariances in half precision:
-    half the size) or ``"cholesky16"`` (their Cholesky factors in half precision: half the size);
-    see the module docstring.
+    half the size), ``"cholesky16"`` (their Cholesky factors in half precision: half the size)
+    or ``"lowrank16"`` (each inverse covariance as ``rank`` directions of its own plus one shared
+    precision for the rest, :func:`low_rank_precision`, in half precision: ``rank / (d + 1)``
+    times the packed size times two); see the module docstring.
     """
 
     backbone: str = "mobilenet_v2"
@@ -280,12 +361,15 @@ class PaDiMConfig:
     seed: int = 0
     progress: bool = False
     storage: str = "float32"
+    rank: int = 8
 
     def __post_init__(self) -> None:
         if self.storage not in STORAGE_CHOICES:
             raise ValueError(
                 f"PaDiM storage must be one of {', '.join(STORAGE_CHOICES)}; got {self.storage!r}"
             )
+        if self.rank < 1:
+            raise ValueError(f"PaDiM rank must be at least 1; got {self.rank}")
 
     def resolved_taps(self) -> tuple[str, ...]:
         return tuple(self.taps) if self.taps else get_spec(self.backbone).taps
@@ -305,8 +389,10 @@ class PaDiM:
         self.channel_index: np.ndarray | None = None
         self.mean: np.ndarray | None = None
         # Packed inverse covariances (pack_precision) or, for storage "cholesky16", their packed
-        # Cholesky factors (pack_cholesky); float32 or float16 as the storage says.
+        # Cholesky factors (pack_cholesky), or for "lowrank16" the basis V of low_rank_precision
+        # (with ``isotropic``, its a); float32 or float16 as the storage says.
         self.precision: np.ndarray | None = None
+        self.isotropic: np.ndarray | None = None
         self.training_images = 0
 
     @property
@@ -316,6 +402,12 @@ class PaDiM:
             return None
         if self.config.storage == "cholesky16":
             return unpack_cholesky(self.precision, self.mean.shape[1])
+        if self.config.storage == "lowrank16":
+            basis = self.precision.astype(np.float32)
+            dim = self.mean.shape[1]
+            return self.isotropic[:, None, None] * np.eye(dim, dtype=np.float32) - np.matmul(
+                basis.transpose(0, 2, 1), basis
+            )
         return unpack_precision(self.precision, self.mean.shape[1])
 
     # -- steps 1 and 2: embedding vectors, random dimensionality reduction ---------------------
@@ -412,6 +504,9 @@ class PaDiM:
             return pack_precision(inverse)
         if storage == "float16":
             return to_half(pack_precision(inverse), "inverse covariances")
+        if storage == "lowrank16":
+            basis, self.isotropic = low_rank_precision(inverse, self.config.rank)
+            return to_half(basis, "low-rank bases of the inverse covariances")
         return to_half(pack_cholesky(inverse), "Cholesky factors of the inverse covariances")
 
     # -- step 4: inference ---------------------------------------------------------------------
@@ -421,9 +516,12 @@ class PaDiM:
         maps = []
         for vectors, (h, w) in self._vectors(images, "PaDiM scoring"):
             n = vectors.shape[1]
-            distances = mahalanobis(
-                vectors, self.mean, self.precision, factor=self.config.storage == "cholesky16"
-            )
+            if self.config.storage == "lowrank16":
+                distances = low_rank_mahalanobis(vectors, self.mean, self.precision, self.isotropic)
+            else:
+                distances = mahalanobis(
+                    vectors, self.mean, self.precision, factor=self.config.storage == "cholesky16"
+                )
             maps.append(resize_bilinear(distances.T.reshape(n, 1, h, w), self.input_spec.size))
         blurred = gaussian_blur(np.concatenate(maps)[:, 0], self.config.sigma)
         return Prediction(scores=blurred.max(axis=(1, 2)).astype(np.float32), maps=blurred)
@@ -452,6 +550,7 @@ class PaDiM:
                 "mean": self.mean,
                 _ARRAY_NAMES[self.config.storage]: self.precision,
                 "channel_index": self.channel_index,
+                **({} if self.isotropic is None else {_ISOTROPIC: self.isotropic}),
             },
         )
 
@@ -469,5 +568,7 @@ class PaDiM:
         model.mean = np.ascontiguousarray(artifact.arrays["mean"], np.float32)
         dtype = np.float32 if storage == "float32" else np.float16
         model.precision = np.ascontiguousarray(artifact.arrays[_ARRAY_NAMES[storage]], dtype)
+        if storage == "lowrank16":
+            model.isotropic = np.ascontiguousarray(artifact.arrays[_ISOTROPIC], np.float32)
         model.training_images = int(artifact.meta["training_images"])
         return model
