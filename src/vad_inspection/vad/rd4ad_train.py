@@ -1,0 +1,434 @@
+"""Training side (torch) of RD4AD: the cosine-distance maps and the loss, the one-class bottleneck
+embedding and the student decoder, the training loop and the export.
+
+Only :meth:`vad_inspection.vad.rd4ad.RD4AD.fit` imports this module; inference runs the exported
+ONNX graph without torch. The method and the paper's names are in :mod:`vad_inspection.vad.rd4ad`:
+``E`` the teacher encoder, ``OCBE`` (``MFF`` then ``OCE``) the one-class bottleneck embedding,
+``D`` the student decoder, ``M^k`` the cosine-distance map of level ``k``.
+
+The teacher is the backbone cut at its three taps
+(:func:`~vad_inspection.vad.backbones.torch_feature_model`), frozen and always in evaluation mode;
+``OCBE`` and ``D`` (together :class:`Student`) train in training mode and are exported in
+evaluation mode. The student's only input is the teacher's features, which do not change during
+training: they are computed once and kept when they fit in memory
+(:class:`~vad_inspection.vad.stfpm_train.TeacherFeatures`), so a training step runs no backbone at
+all, else they are recomputed for every batch.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vad_inspection.progress import progress_bar
+from vad_inspection.vad import checkpoint
+from vad_inspection.vad.backbones import get_spec, torch_feature_model
+from vad_inspection.vad.cfa_train import _resumable_config
+from vad_inspection.vad.checkpoint import TrainState
+from vad_inspection.vad.rd4ad import GRAPH_OUTPUTS, RD4ADConfig
+from vad_inspection.vad.stfpm_train import TeacherFeatures, _batches, threads
+from vad_inspection.vad.trained_graph import GRAPH_INPUT
+from vad_inspection.vad.vae import TrainingSummary
+from vad_inspection.vad.vae_train import held_out
+
+CHECKPOINT = "last.pt"
+#: Early stopping counts no epoch as bad before the student has taken this many optimiser steps,
+#: a guard against a held-out loss measured on a few images while the batch normalisation's
+#: running statistics still remember their initial values (as FastFlow's and CFA's). Unlike
+#: STFPM's student, RD4AD's showed no early rise to wait out: measured (16 textured 32 px images,
+#: batches of 8: 2 steps per epoch), the held-out loss went 1.38, 1.29, 0.66, 0.32, 0.24 and
+#: flattened near 0.10 from epoch 10.
+WARMUP_STEPS = 50
+
+Features = Sequence[torch.Tensor]
+
+
+# --------------------------------------------------------------------------------------------
+# The paper's quantities: small pure functions, checked by hand in the tests
+# --------------------------------------------------------------------------------------------
+
+
+def cosine_distance_map(teacher: torch.Tensor, decoded: torch.Tensor) -> torch.Tensor:
+    """``M^k = 1 - cos(f_E^k, f_D^k)`` at every position (cosine along the channels, dim 1),
+    ``(N, 1, h, w)``. Both vectors are L2-normalised first (a zero vector stays zero, so its
+    distance is 1), which exports to plain ONNX operators."""
+    cosine = (F.normalize(teacher, dim=1) * F.normalize(decoded, dim=1)).sum(1, keepdim=True)
+    return 1.0 - cosine
+
+
+def rd4ad_loss(teacher_feats: Features, decoded_feats: Features) -> torch.Tensor:
+    """The paper's ``L_KD = sum_k 1/(H_k W_k) sum_{h, w} M^k(h, w)``: per level the mean of the
+    distance map over its positions, summed over the levels, averaged over the images.
+
+    (The official code and anomalib flatten each level into one vector per image and take a
+    single cosine distance per level and image; see the module docstring of
+    :mod:`vad_inspection.vad.rd4ad`.)"""
+    if len(teacher_feats) != len(decoded_feats):
+        raise ValueError("teacher and decoder must give the same number of levels")
+    per_image = sum(
+        cosine_distance_map(t, d).mean(dim=(1, 2, 3))
+        for t, d in zip(teacher_feats, decoded_feats, strict=True)
+    )
+    return per_image.mean()
+
+
+def anomaly_map(
+    teacher_feats: Features, decoded_feats: Features, size: tuple[int, int]
+) -> torch.Tensor:
+    """``sum_k Upsample(M^k)``: ``(N, H, W)`` at ``size``, bilinear upsampling (half-pixel
+    centres, as STFPM's), before the Gaussian smoothing (done after the graph, in NumPy)."""
+    result = None
+    for t, d in zip(teacher_feats, decoded_feats, strict=True):
+        level = F.interpolate(
+            cosine_distance_map(t, d), size=size, mode="bilinear", align_corners=False
+        )
+        result = level if result is None else result + level
+    return result[:, 0]
+
+
+# --------------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------------
+
+
+def conv_bn_relu(inputs: int, outputs: int, stride: int) -> nn.Sequential:
+    """3x3 convolution (padding 1: a stride-2 one halves a grid rounding up, as the backbones'
+    own strided convolutions do), batch normalisation, ReLU."""
+    return nn.Sequential(
+        nn.Conv2d(inputs, outputs, 3, stride=stride, padding=1, bias=False),
+        nn.BatchNorm2d(outputs),
+        nn.ReLU(),
+    )
+
+
+class DownBlock(nn.Module):
+    """ResNet's basic residual block: two 3x3 convolutions (the first with ``stride``) beside a
+    shortcut (a strided 1x1 convolution where the shape changes), summed, then ReLU."""
+
+    def __init__(self, inputs: int, outputs: int, stride: int) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            conv_bn_relu(inputs, outputs, stride),
+            nn.Conv2d(outputs, outputs, 3, padding=1, bias=False),
+            nn.BatchNorm2d(outputs),
+        )
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or inputs != outputs:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(inputs, outputs, 1, stride=stride, bias=False), nn.BatchNorm2d(outputs)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.main(x) + self.shortcut(x))
+
+
+class UpBlock(nn.Module):
+    """The decoder's residual block, :class:`DownBlock` reversed: a transposed 2x2 convolution
+    (stride 2: the grid doubles) then a 3x3 one, beside a transposed 2x2 shortcut, summed.
+
+    Doubling gives ``2 * ceil(g / 2)`` rows from a grid the encoder halved from ``g``, one too
+    many when ``g`` was odd: the result is cropped to the teacher's grid. No ReLU at the end (see
+    the module docstring of :mod:`vad_inspection.vad.rd4ad`: MobileNetV2's taps are negative in
+    places)."""
+
+    def __init__(self, inputs: int, outputs: int) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(inputs, outputs, 2, stride=2, bias=False),
+            nn.BatchNorm2d(outputs),
+            nn.ReLU(),
+            nn.Conv2d(outputs, outputs, 3, padding=1, bias=False),
+            nn.BatchNorm2d(outputs),
+        )
+        self.shortcut = nn.Sequential(
+            nn.ConvTranspose2d(inputs, outputs, 2, stride=2, bias=False), nn.BatchNorm2d(outputs)
+        )
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        # always sliced (a no-op for even grids): a Python test of the shape would be frozen
+        # into the exported graph at the export size
+        return (self.main(x) + self.shortcut(x))[:, :, : grid[0], : grid[1]]
+
+
+class OCBE(nn.Module):
+    """The one-class bottleneck embedding: ``MFF`` then ``OCE``.
+
+    ``MFF``: level 1 goes through two strided :func:`conv_bn_relu` (to level 2's channels, then
+    level 3's), level 2 through one, level 3 as it is; the three, now on level 3's grid with its
+    channels, are concatenated and fused by a 1x1 convolution (batch norm, ReLU). ``OCE``:
+    ``blocks`` :class:`DownBlock`, the first with stride 2, to twice level 3's channels."""
+
+    def __init__(self, channels: Sequence[int], blocks: int) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.align = nn.ModuleList(
+            [
+                nn.Sequential(conv_bn_relu(c1, c2, 2), conv_bn_relu(c2, c3, 2)),
+                conv_bn_relu(c2, c3, 2),
+                nn.Identity(),
+            ]
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(3 * c3, c3, 1, bias=False), nn.BatchNorm2d(c3), nn.ReLU()
+        )
+        self.oce = nn.Sequential(
+            DownBlock(c3, 2 * c3, stride=2),
+            *(DownBlock(2 * c3, 2 * c3, stride=1) for _ in range(blocks - 1)),
+        )
+
+    def mff(self, feats: Features) -> torch.Tensor:
+        """The fused features on the deepest level's grid."""
+        aligned = [align(f) for align, f in zip(self.align, feats, strict=True)]
+        return self.fuse(torch.cat(aligned, dim=1))
+
+    def forward(self, feats: Features) -> torch.Tensor:
+        return self.oce(self.mff(feats))
+
+
+class Decoder(nn.Module):
+    """``D``: from the embedding (twice level 3's channels) up to level 3, 2 and 1, each with
+    the teacher's channels, one :class:`UpBlock` per level. Returns the levels in the teacher's
+    order (shallowest first)."""
+
+    def __init__(self, channels: Sequence[int]) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.blocks = nn.ModuleList([UpBlock(2 * c3, c3), UpBlock(c3, c2), UpBlock(c2, c1)])
+
+    def forward(
+        self, embedding: torch.Tensor, grids: Sequence[tuple[int, int]]
+    ) -> tuple[torch.Tensor, ...]:
+        levels, x = [], embedding
+        for block, grid in zip(self.blocks, reversed(grids), strict=True):
+            x = block(x, grid)
+            levels.append(x)
+        return tuple(reversed(levels))
+
+
+class Student(nn.Module):
+    """What trains: ``OCBE`` and ``D``. From the teacher's three levels to the decoder's three,
+    on the same grids (taken from the teacher's features, so any input size fits)."""
+
+    def __init__(self, channels: Sequence[int], oce_blocks: int) -> None:
+        super().__init__()
+        self.ocbe = OCBE(channels, oce_blocks)
+        self.decoder = Decoder(channels)
+
+    def forward(self, teacher_feats: Features) -> tuple[torch.Tensor, ...]:
+        grids = [tuple(f.shape[-2:]) for f in teacher_feats]
+        return self.decoder(self.ocbe(teacher_feats), grids)
+
+
+def teacher_network(config: RD4ADConfig) -> nn.Module:
+    """The frozen teacher ``E``: the backbone with the configured weights, in evaluation mode."""
+    teacher = torch_feature_model(config.backbone, config.weights, config.seed)
+    for parameter in teacher.parameters():
+        parameter.requires_grad_(False)
+    return teacher.eval()
+
+
+def student_network(config: RD4ADConfig) -> Student:
+    """``OCBE`` and ``D`` built to the backbone's tap channels, initialised with the student's
+    seed."""
+    torch.manual_seed(config.student_seed)
+    return Student(get_spec(config.backbone).channels, config.oce_blocks)
+
+
+class Scorer(nn.Module):
+    """What inference runs, as one graph: ``image`` ``(N, 3, H, W)`` (ImageNet-normalised) to
+    ``map`` ``(N, H, W)`` (:func:`anomaly_map`, before smoothing)."""
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, size: tuple[int, int]) -> None:
+        super().__init__()
+        self.teacher = teacher.eval()
+        self.student = student.eval()
+        self.size = tuple(size)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        feats = self.teacher(image)
+        return anomaly_map(feats, self.student(feats), self.size)
+
+
+def export_onnx(teacher: nn.Module, student: nn.Module, size: tuple[int, int]) -> bytes:
+    """Teacher, ``OCBE``, decoder and the map as one ONNX graph with a dynamic batch."""
+    scorer = Scorer(teacher, student, size).eval()
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        # The TorchScript exporter is deprecated but gives a plain static graph every ONNX Runtime
+        # runs (as for the backbones); the dynamo exporter needs onnxscript.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            scorer,
+            (torch.zeros(2, 3, *size),),
+            buffer,
+            input_names=[GRAPH_INPUT],
+            output_names=list(GRAPH_OUTPUTS),
+            dynamic_axes={name: {0: "batch"} for name in (GRAPH_INPUT, *GRAPH_OUTPUTS)},
+            opset_version=17,
+            dynamo=False,
+        )
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# Training loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` hands back: the exported graph, the networks (for tests and
+    inspection), which rows were held out, and what training did."""
+
+    teacher: nn.Module
+    student: Student
+    onnx: bytes
+    val_index: np.ndarray
+    summary: TrainingSummary
+    history: list[dict[str, float]]
+
+
+def evaluate_loss(
+    student: nn.Module, teacher: TeacherFeatures, index: np.ndarray, size: int
+) -> float:
+    """Mean loss over the rows ``index`` of the training data, student in evaluation mode."""
+    student.eval()
+    total = 0.0
+    with torch.no_grad():
+        for part in (index[i : i + size] for i in range(0, len(index), size)):
+            feats = teacher(part)
+            total += float(rd4ad_loss(feats, student(feats))) * len(part)
+    return total / max(len(index), 1)
+
+
+def _train_epoch(
+    student: nn.Module, optimiser: torch.optim.Optimizer, teacher: TeacherFeatures,
+    train_index: np.ndarray, config: RD4ADConfig, epoch: int,
+) -> float:  # fmt: skip
+    """One pass over the training images in a seeded order (seeded per epoch, so a resumed run
+    draws the same batches as an uninterrupted one); the mean training loss."""
+    student.train()
+    rng = np.random.default_rng([config.seed, 2, epoch])
+    total, count = 0.0, 0
+    for part in _batches(rng.permutation(train_index), config.batch_size):
+        feats = teacher(part)
+        loss = rd4ad_loss(feats, student(feats))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        total += float(loss.detach()) * len(part)
+        count += len(part)
+    return total / max(count, 1)
+
+
+def _save_checkpoint(
+    path: Path, student: nn.Module, optimiser: torch.optim.Optimizer, state: TrainState,
+    config: RD4ADConfig, data: np.ndarray,
+) -> None:  # fmt: skip
+    checkpoint.save(path, _resumable_config(config), data, state, student=student.state_dict(),
+                    optimiser=optimiser.state_dict())  # fmt: skip
+
+
+def _load_checkpoint(
+    path: Path, student: nn.Module, optimiser: torch.optim.Optimizer, config: RD4ADConfig,
+    data: np.ndarray,
+) -> TrainState | None:  # fmt: skip
+    """Restore a checkpoint written for the same options (``sigma`` aside: it only smooths maps
+    after the graph) and data; None if there is none."""
+    found = checkpoint.load(path, _resumable_config(config), data)
+    if found is None:
+        return None
+    state, saved = found
+    student.load_state_dict(saved["student"])
+    optimiser.load_state_dict(saved["optimiser"])
+    return state
+
+
+def train(data: np.ndarray, config: RD4ADConfig) -> TrainResult:
+    """Train ``OCBE`` and the decoder on ImageNet-normalised images ``(N, 3, H, W)``; export to
+    ONNX.
+
+    Seeded: the same data, options and seed give the same student (one process, CPU). With
+    ``config.checkpoint_dir`` the state is saved after every epoch and a later call with the same
+    options and data resumes from it (also after the run finished: it then only re-exports).
+    Torch threads: ``VAD_INSPECTION_THREADS`` when set, else two
+    (:func:`~vad_inspection.vad.stfpm_train.threads`).
+    """
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads())
+    try:
+        return _train(np.ascontiguousarray(data, np.float32), config)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train(data: np.ndarray, config: RD4ADConfig) -> TrainResult:
+    start = time.perf_counter()
+    train_index, val_index = held_out(len(data), config.val_fraction, config.seed)
+    teacher_net = teacher_network(config)
+    student = student_network(config)
+    optimiser = torch.optim.Adam(
+        student.parameters(), lr=config.lr, betas=(config.beta1, config.beta2)
+    )
+    checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
+    state = checkpoint and _load_checkpoint(checkpoint, student, optimiser, config, data)
+    state = state or TrainState(history=[])
+    teacher = TeacherFeatures(teacher_net, data, config.batch_size)
+    steps_per_epoch = len(_batches(train_index, config.batch_size))
+    epochs = progress_bar(
+        range(state.epoch, config.epochs), desc="RD4AD training", unit="epoch",
+        initial=state.epoch, total=config.epochs, enabled=config.progress,
+    )  # fmt: skip
+    for epoch in epochs:
+        if len(val_index) and state.bad_epochs >= config.patience:
+            break
+        train_loss = _train_epoch(student, optimiser, teacher, train_index, config, epoch)
+        if not math.isfinite(train_loss):
+            raise FloatingPointError(
+                f"RD4AD training diverged at epoch {epoch} (loss {train_loss}); lower lr"
+            )
+        val_loss = (
+            evaluate_loss(student, teacher, val_index, config.batch_size)
+            if len(val_index)
+            else train_loss
+        )
+        state.epoch = epoch + 1
+        if val_loss < state.best_val:
+            state.best_val, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
+            state.best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        elif state.epoch * steps_per_epoch >= WARMUP_STEPS:
+            state.bad_epochs += 1
+        state.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
+        epochs.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}", best=state.best_epoch)
+        if checkpoint:
+            _save_checkpoint(checkpoint, student, optimiser, state, config, data)
+    if state.best_state is not None:
+        student.load_state_dict(state.best_state)
+    student.eval()
+    summary = TrainingSummary(
+        epochs_run=state.epoch,
+        best_epoch=state.best_epoch,
+        best_val_loss=float(state.best_val),
+        seconds=time.perf_counter() - start,
+        train_images=len(train_index),
+        val_images=len(val_index),
+        stopped_early=state.epoch < config.epochs,
+    )
+    return TrainResult(
+        teacher=teacher_net,
+        student=student,
+        onnx=export_onnx(teacher_net, student, config.size),
+        val_index=val_index,
+        summary=summary,
+        history=list(state.history),
+    )
