@@ -50,10 +50,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from vad_inspection.vad.backbones import RANDOM, get_spec
-from vad_inspection.vad.ops import gaussian_blur
 from vad_inspection.vad.trained_graph import (
     TrainedGraphModel,
     config_from_dict,
@@ -164,7 +161,4 @@ class CFA(TrainedGraphModel):
     graph_outputs = GRAPH_OUTPUTS
     predict_batch = PREDICT_BATCH
 
-    def scores_and_maps(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """The graph gives the raw map: smoothed here (sigma), the score its maximum."""
-        smoothed = gaussian_blur(out["map"], self.config.sigma).astype(np.float32, copy=False)
-        return smoothed.max(axis=(1, 2)), smoothed
+    smoothed_after_graph = True

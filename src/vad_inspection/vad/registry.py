@@ -21,6 +21,7 @@ from vad_inspection.vad.fastflow import FastFlow, FastFlowConfig
 from vad_inspection.vad.padim import PaDiM, PaDiMConfig
 from vad_inspection.vad.patchcore import PatchCore, PatchCoreConfig
 from vad_inspection.vad.rd4ad import RD4AD, RD4ADConfig
+from vad_inspection.vad.simplenet import SimpleNet, SimpleNetConfig
 from vad_inspection.vad.stfpm import STFPM, STFPMConfig
 from vad_inspection.vad.vae import CRACK_OPTIONS, VAE, VAEConfig
 
@@ -94,6 +95,9 @@ MODELS: dict[str, Callable[..., AnomalyModel]] = {
     "rd4ad": lambda common, **o: RD4AD(
         _config(RD4ADConfig, common, {**o, "weights": str(common.weights)})
     ),
+    "simplenet": lambda common, **o: SimpleNet(
+        _config(SimpleNetConfig, common, {**o, "weights": str(common.weights)})
+    ),
     "vae": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "vae"})),
     "vae_plain": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "vae_plain"})),
     "ae": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "ae"})),
@@ -112,6 +116,7 @@ CONFIGS: dict[str, type] = {
     "fastflow": FastFlowConfig,
     "cfa": CFAConfig,
     "rd4ad": RD4ADConfig,
+    "simplenet": SimpleNetConfig,
     "vae": VAEConfig,
     "vae_plain": VAEConfig,
     "ae": VAEConfig,
@@ -125,6 +130,7 @@ LOADERS: dict[str, Callable[[artifact.Artifact], AnomalyModel]] = {
     "fastflow": FastFlow.from_artifact,
     "cfa": CFA.from_artifact,
     "rd4ad": RD4AD.from_artifact,
+    "simplenet": SimpleNet.from_artifact,
     "vae": VAE.from_artifact,
     "vae_plain": VAE.from_artifact,
     "ae": VAE.from_artifact,

@@ -1,8 +1,8 @@
 """What every method trained with torch and served as one ONNX graph shares (STFPM, FastFlow,
-CFA): the checks before training, the lazy import of its torch module, the ONNX Runtime session,
-batched scoring, and the model file. A method says only what differs: its name and title, its
-config class, its training module, its graph's outputs and batch size, and, where the graph does
-not give the score, how maps and scores come out of the graph's outputs.
+CFA, RD4AD, SimpleNet): the checks before training, the lazy import of its torch module, the ONNX
+Runtime session, batched scoring, and the model file. A method says only what differs: its name
+and title, its config class, its training module, its graph's outputs and batch size, and whether
+the map is smoothed after the graph.
 
 Configs are frozen dataclasses with a ``size`` tuple; :func:`config_to_dict` and
 :func:`config_from_dict` store them in a model file (unknown keys ignored, so a file written by a
@@ -23,6 +23,7 @@ from vad_inspection.progress import progress_bar
 from vad_inspection.vad.artifact import Artifact
 from vad_inspection.vad.base import Prediction
 from vad_inspection.vad.features import make_session
+from vad_inspection.vad.ops import gaussian_blur
 from vad_inspection.vad.preprocess import InputError, InputSpec, as_hwc, to_network_input
 from vad_inspection.vad.vae import TrainingSummary
 
@@ -51,6 +52,8 @@ class TrainedGraphModel:
     train_module: ClassVar[str]  # vad_inspection.vad.<this>.train(data, config)
     graph_outputs: ClassVar[tuple[str, ...]] = ("map", "score")
     predict_batch: ClassVar[int] = 8
+    #: True where the graph's only output is the raw map (see :meth:`scores_and_maps`).
+    smoothed_after_graph: ClassVar[bool] = False
 
     def __init__(self, config: Any = None) -> None:
         self.config = config or self.config_class()
@@ -96,8 +99,15 @@ class TrainedGraphModel:
         return dict(zip(self.graph_outputs, outputs, strict=True))
 
     def scores_and_maps(self, out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """A batch's scores and maps from the graph's outputs (here: as the graph gives them)."""
-        return out["score"], out["map"]
+        """A batch's scores and maps from the graph's outputs: as the graph gives them, or, for a
+        method whose graph gives only the raw ``map`` (:attr:`smoothed_after_graph`), that map
+        Gaussian-smoothed with the config's ``sigma`` and its maximum as the score. Smoothing
+        outside the graph keeps ``sigma`` a setting of the model file, changed without
+        retraining."""
+        if not self.smoothed_after_graph:
+            return out["score"], out["map"]
+        smoothed = gaussian_blur(out["map"], self.config.sigma).astype(np.float32, copy=False)
+        return smoothed.max(axis=(1, 2)), smoothed
 
     def predict(self, images: Sequence[np.ndarray]) -> Prediction:
         """Scores ``(N,)`` and maps ``(N, H, W)`` at the configured size."""
