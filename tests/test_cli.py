@@ -153,9 +153,16 @@ def test_a_suite_entry_runs_its_extra_models_on_its_dataset_only(
     from vad_inspection.eval.suite import SuiteEntry, run_suite
 
     entry = SuiteEntry(open_dataset(f"mvtec:{mvtec}"), SIZE, extra_models=("local_contrast",))
-    result = run_suite([entry], ["darkest_pixel"], tmp_path, settings=(1,), seed=0,
+    result = run_suite([entry], ["darkest_pixel", "padim"], tmp_path, settings=(1,), seed=0,
                        config=EvalConfig(progress=False), log=lambda *_: None)  # fmt: skip
-    assert [row.model for row in result.rows] == ["darkest_pixel", "local_contrast"]
+    assert [row.model for row in result.rows] == ["darkest_pixel", "padim", "local_contrast"]
+    # the footprint (Table III's): the model file's size, for what has one to save
+    assert "model_mb" not in result.rows[0].metrics
+    padim = result.rows[1].metrics["model_mb"]
+    saved = tmp_path / "padim.vad"
+    assert main(["fit", "--method", "padim", "--data", f"mvtec:{mvtec}", "--size", str(SIZE),
+                 "-o", str(saved), "--no-progress"]) == 0  # fmt: skip
+    assert padim == pytest.approx(saved.stat().st_size / 1e6, rel=0.02)
 
 
 def test_eval_model_file_scores_a_fitted_model_on_other_data_without_refitting(

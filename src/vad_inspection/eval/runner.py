@@ -2,11 +2,13 @@
 
 Fit on the split's training images, calibrate thresholds on its held-out normal images, score the
 test images, then compute image metrics, pixel metrics (where the dataset has masks) and costs
-(fit time, per-image latency, peak memory). Every model sees the same resized pixels.
+(fit time, per-image latency, peak memory, the size of its model file). Every model sees the same
+resized pixels.
 """
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -25,7 +27,7 @@ from vad_inspection.vad.base import AnomalyModel, Prediction
 from vad_inspection.vad.calibration import DEFAULT_K, from_normal_scores
 from vad_inspection.vad.detector import Detector, PostProcessor
 from vad_inspection.vad.preprocess import resize_image, resize_mask
-from vad_inspection.vad.registry import CommonOptions, create_model
+from vad_inspection.vad.registry import CommonOptions, create_model, save_model
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,9 @@ def evaluate(model_name: str, dataset_name: str, split: Split, config: EvalConfi
     latency = measure_latency(lambda im: model.predict(im[None]), test[: config.latency_images])
 
     values = {"fit_s": fit_s, "latency_ms": latency.median_ms, "peak_mb": memory.peak_rss_mb}
+    footprint = model_file_mb(model)
+    if footprint is not None:
+        values["model_mb"] = footprint
     post = None
     if val is not None:
         val_pred = predict_batched(model, val, config.batch_size)
@@ -107,6 +112,15 @@ def evaluate(model_name: str, dataset_name: str, split: Split, config: EvalConfi
     row = ResultRow(model=model_name, dataset=dataset_name, setting=split.setting, metrics=values)
     curve = Curve(model=model_name, setting=split.setting, labels=labels, scores=test_pred.scores)
     return EvalOutcome(row=row, curve=curve)
+
+
+def model_file_mb(model: AnomalyModel) -> float | None:
+    """The size in MB (1e6 bytes) of the file ``vad-inspection fit`` would write for ``model``
+    (what a robot stores and loads); None for a model with nothing to save (the baselines)."""
+    if not hasattr(model, "to_artifact"):
+        return None
+    with tempfile.TemporaryDirectory(prefix="vad_footprint_") as tmp:
+        return save_model(model, Path(tmp) / "model.vad", None).stat().st_size / 1e6
 
 
 def decision_metrics(
