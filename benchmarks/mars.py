@@ -56,7 +56,8 @@ MAX_TRAIN = 1000
 
 
 def by_category(data_root: Path, bands: str, model: str, common: CommonOptions,
-                multispectral: bool = False) -> dict[str, float | None]:  # fmt: skip
+                multispectral: bool = False, **options: object
+                ) -> dict[str, float | None]:  # fmt: skip
     """Setting 1 per novelty category: fitted on typical training tiles, each category's tiles
     scored against the typical test tiles."""
     spec = f"mastcam:{data_root}/mastcam_novelty?bands={bands}"
@@ -65,7 +66,7 @@ def by_category(data_root: Path, bands: str, model: str, common: CommonOptions,
     train = [s for s in dataset.samples if s.split == "train" and not s.label]
     step = max(1, len(train) // MAX_TRAIN)
     images = [s.image() for s in train[::step]][:MAX_TRAIN]
-    fitted, _ = fit_images(model, images, [], common)
+    fitted, _ = fit_images(model, images, [], common, **options)
     typical = [s for s in dataset.samples if s.split == "test" and not s.label]
     typical_scores = fitted.predict([s.image() for s in typical]).scores
     out: dict[str, float | None] = {}
@@ -77,12 +78,29 @@ def by_category(data_root: Path, bands: str, model: str, common: CommonOptions,
     return out
 
 
+def costs_table(rows: list[tuple[int, object]], setting: int) -> list[str]:
+    """The planetary paper's Table III for one setting: model file, latency, peak memory, fit."""
+    out = [f"## Costs (Table III), Setting {setting}: 64 px tiles, 2 shared cores\n",
+           "| model | bands | model file MB | latency ms | peak RSS MB | fit s |",
+           "| --- | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for bands, row in rows:  # (number of bands, result row)
+        if row.setting != setting:
+            continue
+        m = row.metrics
+        size = "-" if "model_mb" not in m else f"{m['model_mb']:.2f}"
+        out.append(f"| {row.model} | {bands} | {size} | {m['latency_ms']:.1f} | "
+                   f"{m['peak_mb']:.0f} | {m['fit_s']:.1f} |")  # fmt: skip
+    return [*out, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared/data")
     parser.add_argument("--bands", default="2,1,0", help="three of the six bands as R,G,B")
     parser.add_argument("--models", default=",".join(WANTED))
     parser.add_argument("--settings", default="1,2,3")
+    parser.add_argument("--scratch-score", default="mse", choices=("mse", "residual", "max"),
+                        help="image score of the VAE and AE (mse: the authors')")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results")
     args = parser.parse_args()
     wanted = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -90,7 +108,8 @@ def main() -> None:
     missing = [m for m in wanted if m not in MODELS]
     settings = tuple(int(s) for s in args.settings.split(","))
     common = CommonOptions(backbone="mobilenet_v2", seed=0, size=SIZE)
-    config = EvalConfig(model_options=common, progress=False)
+    scratch = {m: {"score": args.scratch_score} for m in FROM_SCRATCH}
+    config = EvalConfig(model_options=common, progress=False, method_options=scratch)
     start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="mars_"))  # the suite's per-run files; not results
     rgb = SuiteEntry(open_dataset(f"mastcam:{args.data_root}/mastcam_novelty?bands={args.bands}"),
@@ -106,14 +125,16 @@ def main() -> None:
         )
         spectral = run_suite([entry], six, work / "six", settings=settings, config=config,
                              log=print)  # fmt: skip
-    categories = {m: by_category(args.data_root, args.bands, m, common) for m in six}
-    categories |= {f"{m} (6 bands)": by_category(args.data_root, args.bands, m, common, True)
-                   for m in six}  # fmt: skip
+    categories = {m: by_category(args.data_root, args.bands, m, common, **scratch[m])
+                  for m in six}  # fmt: skip
+    categories |= {f"{m} (6 bands)": by_category(args.data_root, args.bands, m, common, True,
+                                                 **scratch[m]) for m in six}  # fmt: skip
     seconds = time.perf_counter() - start
     lines = [
         "# Mars: the planetary paper's Table II on Mastcam novelty tiles\n",
         f"{platform.node()} ({os.cpu_count()} cores), Python {platform.python_version()}; "
-        f"{seconds / 60:.1f} min. `python benchmarks/mars.py --bands {args.bands}`.\n",
+        f"{seconds / 60:.1f} min. `python benchmarks/mars.py --bands {args.bands} "
+        f"--settings {args.settings} --scratch-score {args.scratch_score}`.\n",
         f"RGB from bands {args.bands}; 64 px; at most {MAX_TRAIN} training tiles. Seeded random "
         "MobileNetV2 weights for the feature-based methods (no pretrained weights here: figures "
         "are a floor, not the methods'). Methods not in this version: "
@@ -124,10 +145,15 @@ def main() -> None:
     ]
     if spectral is not None:
         lines += ["## Six bands (models trained from scratch)\n", spectral.table.to_markdown(), ""]
-    lines += ["## Setting 1 by novelty category (image AUROC against typical test tiles)\n"]
+    six_rows = [(6, r) for r in (spectral.rows if spectral else [])]
+    lines += costs_table([(3, r) for r in result.rows] + six_rows, settings[0])
     names = sorted({c for v in categories.values() for c in v})
-    lines.append("| model | " + " | ".join(names) + " |")
-    lines.append("| --- |" + " --- |" * len(names))
+    if names:
+        lines += [
+            "## Setting 1 by novelty category (image AUROC against typical test tiles)\n",
+            "| model | " + " | ".join(names) + " |",
+            "| --- |" + " --- |" * len(names),
+        ]
     for model, values in categories.items():
         cells = ["n/a" if values.get(c) is None else f"{values[c]:.2f}" for c in names]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
