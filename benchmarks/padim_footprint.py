@@ -399,6 +399,15 @@ def conclusions(rows: list[dict]) -> list[str]:
             )
             + "."
         )
+    other = [r for r in rows if r["storage"] == "lowrank16" and r["backbone"] != "mobilenet_v2"]
+    if low and other:
+        out.append(
+            "Caveat: random MobileNetV2 covariances are almost epsilon * I, where the shared "
+            "precision is nearly exact; features that vary more need a higher rank for the same "
+            "fidelity (random ResNet18: "
+            + ", ".join(f"rank {r['rank']} Spearman {r['spearman']:.4f}" for r in other)
+            + "). With pretrained weights, re-run this before relying on rank 8."
+        )
     small = [r for r in mnv2 if r["file_mb"] <= TARGET_MB and r["storage"] != "lowrank16"]
     if small:
         rhos = [r["spearman"] for r in small]
@@ -421,7 +430,7 @@ def conclusions(rows: list[dict]) -> list[str]:
     for backbone in sorted({r["backbone"] for r in rows}):
         half = [r for r in rows if r["backbone"] == backbone and r["n_features"] == 100]
         errs = ", ".join(
-            f"{r['storage']} {r['max_rel_score_diff']:.1e}"
+            f"{r['label'].split(' ', 2)[2]} {r['max_rel_score_diff']:.1e}"
             for r in half
             if r["storage"] != "float32"
         )
