@@ -1,6 +1,6 @@
-"""Shared fixtures: where the real imagery lives (a clean skip when it is absent), and a fresh
-DDS domain with buses on it for the tests that cross processes, and headless Chromium for the
-report pages."""
+"""Shared fixtures: where the real imagery lives (a clean skip when it is absent), a fresh DDS
+domain with buses on it for the tests that cross processes, headless Chromium for the report
+pages, and one thread for torch and ONNX Runtime."""
 
 from __future__ import annotations
 
@@ -70,6 +70,17 @@ def dds_buses(domain: int) -> Iterator[Callable[..., Any]]:
     yield make
     for bus in made:
         bus.shutdown()
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """``VAD_INSPECTION_THREADS=1`` for a module's tests (its ``pytestmark`` uses the fixture):
+    torch and ONNX Runtime on one thread. With tiny images and cores shared with other work, two
+    threads made training some 25 times slower
+    (:func:`~vad_inspection.vad.torch_training.threads`)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VAD_INSPECTION_THREADS", "1")
+        yield
 
 
 @pytest.fixture(scope="module")

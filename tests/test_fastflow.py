@@ -1,68 +1,28 @@
 """FastFlow: the NLL and the coupling's log-determinant by hand and against autograd,
-invertibility, ONNX fidelity, persistence, determinism, resumable training, early stopping and
-torch-free inference. Tiny 32 px images, a few epochs."""
+invertibility, ONNX fidelity, anomalies found and where, the seeded permutations, the refusals of
+its own options. Tiny 32 px images, a few epochs; persistence, determinism, resumable training,
+early stopping, torch-free inference and the common refusals are tested with the other methods
+trained with torch (``test_trained_methods.py``)."""
 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-import textwrap
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_trained import METHODS, SIZE, assert_peaks_on_squares, detects_squares, images
 
-from vad_inspection.vad import artifact
 from vad_inspection.vad.fastflow import GRAPH_OUTPUTS, FastFlow, FastFlowConfig
-from vad_inspection.vad.preprocess import InputError, InputSpec, to_network_input
+from vad_inspection.vad.preprocess import InputSpec, to_network_input
 
 torch = pytest.importorskip("torch")
 T = pytest.importorskip("vad_inspection.vad.fastflow_train")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-SIZE = 32
 #: 16 images, 2 held out, batches of 4: 4 steps per epoch, 32 in all (no early stopping: fewer
 #: than the warm-up's 50 steps).
-TINY = FastFlowConfig(size=(SIZE, SIZE), epochs=8, batch_size=4)
-
-
-def textured(rng: np.random.Generator, square: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
-    """A striped, noisy RGB image; with ``square`` a bright 10 px square at a random place."""
-    image = rng.normal(120, 6, (SIZE, SIZE, 3))
-    image[:, ::2] += 50
-    y, x = (int(v) for v in rng.integers(4, SIZE - 14, 2))
-    if square:
-        image[y : y + 10, x : x + 10] = 250
-    return np.clip(image, 0, 255).astype(np.uint8), (y, x)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One thread for torch and ONNX Runtime (cores shared with other work)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VAD_INSPECTION_THREADS", "1")
-        yield
-
-
-@pytest.fixture(scope="module")
-def images() -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    return [textured(rng)[0] for _ in range(16)]
-
-
-@pytest.fixture(scope="module")
-def fitted(images: list[np.ndarray]) -> FastFlow:
-    model = FastFlow(TINY)
-    model.fit(images)
-    return model
-
-
-@pytest.fixture
-def no_export(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Training without the ONNX export, for tests that look at the training loop only."""
-    monkeypatch.setattr(T, "export_onnx", lambda *_: b"")
+TINY = METHODS["fastflow"].tiny
 
 
 def _step(channels: int = 4, kernel: int = 3, seed: int = 0) -> T.CouplingStep:
@@ -142,11 +102,11 @@ def test_anomaly_map_and_layer_norm_by_hand() -> None:
     )
 
 
-# -- fitting, ONNX, persistence ----------------------------------------------------------------
+# -- fitting and ONNX --------------------------------------------------------------------------
 
 
-def test_onnx_outputs_equal_torch_within_1e_4(images: list[np.ndarray]) -> None:
-    data = to_network_input(images[:6], InputSpec(size=(SIZE, SIZE)))
+def test_onnx_outputs_equal_torch_within_1e_4() -> None:
+    data = to_network_input(list(images()[:6]), InputSpec(size=(SIZE, SIZE)))
     result = T.train(data, replace(TINY, epochs=1, val_fraction=0.0))
     model = FastFlow(TINY)
     model.graph = result.onnx
@@ -160,132 +120,22 @@ def test_onnx_outputs_equal_torch_within_1e_4(images: list[np.ndarray]) -> None:
     np.testing.assert_allclose(onnx_out["score"], onnx_out["map"].max(axis=(1, 2)), rtol=1e-6)
 
 
-def test_anomalies_score_above_normal_images(fitted: FastFlow) -> None:
-    rng = np.random.default_rng(1)
-    normal = [textured(rng)[0] for _ in range(6)]
-    anomalous = [textured(rng, square=True) for _ in range(6)]
-    normal_scores = fitted.predict(normal).scores
-    prediction = fitted.predict([image for image, _ in anomalous])
-    assert prediction.maps.shape == (6, SIZE, SIZE) and prediction.maps.dtype == np.float32
-    assert prediction.scores.dtype == np.float32
-    np.testing.assert_allclose(prediction.scores, prediction.maps.max(axis=(1, 2)), rtol=1e-6)
-    assert prediction.scores.min() > normal_scores.max(), (prediction.scores, normal_scores)
+def test_anomalies_score_above_normal_images() -> None:
+    _, prediction, squares = detects_squares("fastflow")
     assert prediction.maps.min() >= -1.0 and prediction.maps.max() <= 0.0
     # the peak lies in the square or within 4 px of it (a quarter of the coarsest level's cell:
     # its 2x2 likelihood grid, upsampled, pulls the peak towards the image centre)
-    for (_, (y, x)), amap in zip(anomalous, prediction.maps, strict=True):
-        iy, ix = np.unravel_index(amap.argmax(), amap.shape)
-        assert y - 4 <= iy < y + 14 and x - 4 <= ix < x + 14, ((y, x), (iy, ix))
-    summary = fitted.summary
-    assert summary.epochs_run == 8 and (summary.train_images, summary.val_images) == (14, 2)
-    assert [h["epoch"] for h in fitted.history] == list(range(8))
-    assert fitted.history[-1]["train_loss"] < fitted.history[0]["train_loss"]
+    assert_peaks_on_squares(prediction, squares)
 
 
-def test_save_load_round_trip(fitted: FastFlow, tmp_path: Path) -> None:
-    rng = np.random.default_rng(3)
-    test_images = [textured(rng, square=bool(i % 2))[0] for i in range(5)]
-    path = artifact.save(fitted.to_artifact(), tmp_path / "fastflow.vad")
-    loaded_artifact = artifact.load(path)
-    assert loaded_artifact.method == "fastflow" and loaded_artifact.meta["graphs"] == ["fastflow"]
-    loaded = FastFlow.from_artifact(loaded_artifact)
-    assert loaded.config == fitted.config and loaded.input_spec == fitted.input_spec
-    assert loaded.summary == fitted.summary
-    before, after = fitted.predict(test_images), loaded.predict(test_images)
-    np.testing.assert_array_equal(before.scores, after.scores)
-    np.testing.assert_array_equal(before.maps, after.maps)
-
-
-def test_training_is_deterministic_under_a_seed(images: list[np.ndarray], fitted: FastFlow) -> None:
-    again = FastFlow(TINY)
-    again.fit(images)
-    assert again.graph == fitted.graph and again.history == fitted.history
-    test_images = [textured(np.random.default_rng(4), square=True)[0]]
-    np.testing.assert_array_equal(again.predict(test_images).maps, fitted.predict(test_images).maps)
-    # another seed: other permutations
+def test_another_seed_permutes_otherwise() -> None:
     other = T.flow_network(replace(TINY, seed=5))
     mine = T.flow_network(TINY)
     assert not torch.equal(other[0].steps[0].permutation, mine[0].steps[0].permutation)
 
 
-def test_resumed_training_equals_uninterrupted(
-    images: list[np.ndarray], tmp_path: Path, no_export: None
-) -> None:
-    data = to_network_input(images[:8], InputSpec(size=(SIZE, SIZE)))
-    config = replace(TINY, epochs=3, checkpoint_dir=str(tmp_path / "ckpt"))
-    T.train(data, replace(config, epochs=1))  # "interrupted" after one epoch
-    assert (tmp_path / "ckpt" / T.CHECKPOINT).is_file()
-    resumed = T.train(data, config)
-    straight = T.train(data, replace(config, checkpoint_dir=None))
-    assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
-    assert resumed.history == straight.history
-    for key, value in straight.flows.state_dict().items():
-        torch.testing.assert_close(value, resumed.flows.state_dict()[key], rtol=0, atol=0)
-    with pytest.raises(ValueError, match="other options"):
-        T.train(data, replace(config, lr=0.1))
-    with pytest.raises(ValueError, match="other training images"):
-        T.train(data[:6], config)
-
-
-def test_early_stopping_counts_patience_after_the_warm_up(
-    images: list[np.ndarray], monkeypatch: pytest.MonkeyPatch, no_export: None
-) -> None:
-    data = to_network_input(images[:8], InputSpec(size=(SIZE, SIZE)))
-    config = replace(TINY, epochs=10, patience=2, val_fraction=0.25)  # 6 + 2 images: 2 steps
-    losses = iter([5.0, 6.0, 7.0, 8.0, 4.0, 4.5, 4.2, 1.0, 1.0, 1.0])
-    monkeypatch.setattr(T, "evaluate_loss", lambda *_: next(losses))
-    monkeypatch.setattr(T, "WARMUP_STEPS", 7)  # epochs 0-2 (2, 4, 6 steps) cannot be bad
-    result = T.train(data, config)
-    # epochs 1, 2 worse than 0 but in the warm-up; 3 bad (1), 4 best, 5 and 6 bad: stop
-    assert result.summary.stopped_early and result.summary.epochs_run == 7
-    assert result.summary.best_epoch == 4 and result.summary.best_val_loss == 4.0
-    assert len(result.val_index) == 2
-    # the backbone is frozen: untouched by training, no gradients
-    fresh = T.feature_network(config).state_dict()
-    for key, value in result.features.state_dict().items():
-        torch.testing.assert_close(value, fresh[key], rtol=0, atol=0)
-    assert not any(p.requires_grad for p in result.features.parameters())
-
-
-def test_inference_does_not_import_torch(fitted: FastFlow, tmp_path: Path) -> None:
-    path = artifact.save(fitted.to_artifact(), tmp_path / "fastflow.vad")
-    script = textwrap.dedent(
-        f"""
-        import sys
-        import numpy as np
-        from vad_inspection.vad import artifact
-        from vad_inspection.vad.fastflow import FastFlow
-        model = FastFlow.from_artifact(artifact.load({str(path)!r}))
-        images = [np.random.default_rng(0).integers(0, 255, ({SIZE}, {SIZE}, 3), np.uint8)]
-        prediction = model.predict(images)
-        assert prediction.maps.shape == (1, {SIZE}, {SIZE}), prediction.maps.shape
-        assert "torch" not in sys.modules, "inference imported torch"
-        print("ok", float(prediction.scores[0]))
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("ok")
-
-
-# -- refusals --------------------------------------------------------------------------------
-
-
-def test_bad_options_images_and_unfitted_use_are_refused(fitted: FastFlow) -> None:
-    with pytest.raises(ValueError, match="at least 16 px"):
-        FastFlowConfig(size=(8, 8))
-    with pytest.raises(ValueError, match="batch_size"):
-        FastFlowConfig(batch_size=0)
+def test_bad_flow_options_are_refused() -> None:
     with pytest.raises(ValueError, match="flow_steps"):
         FastFlowConfig(flow_steps=0)
-    with pytest.raises(ValueError, match="val_fraction"):
-        FastFlowConfig(val_fraction=1.0)
-    with pytest.raises(Exception, match="unknown backbone"):
-        FastFlowConfig(backbone="vgg")
-    with pytest.raises(InputError, match="two normal"):
-        FastFlow(TINY).fit([np.zeros((SIZE, SIZE, 3), np.uint8)])
-    with pytest.raises(RuntimeError, match="not fitted"):
-        FastFlow(TINY).predict([np.zeros((SIZE, SIZE, 3), np.uint8)])
-    with pytest.raises(InputError, match="3-channel"):
-        fitted.predict([np.zeros((SIZE, SIZE), np.uint8)])
-    assert FastFlowConfig.from_dict(TINY.to_dict()) == TINY
+    with pytest.raises(ValueError, match="hidden_ratio and clamp"):
+        FastFlowConfig(clamp=0.0)

@@ -1,68 +1,28 @@
 """SimpleNet: the truncated L1 loss, the noise, the standardisation and the map by hand, ONNX
-fidelity, persistence, determinism, resumable training, early stopping and torch-free inference.
-Tiny 32 px images, a short fit."""
+fidelity, anomalies found and where, the seeded heads, the reproducible held-out loss, the
+refusals of its own options. Tiny 32 px images, a short fit; persistence, determinism, resumable
+training, early stopping, torch-free inference and the common refusals are tested with the other
+methods trained with torch (``test_trained_methods.py``)."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
+from tiny_trained import METHODS, SIZE, assert_peaks_on_squares, detects_squares, images
 
-from vad_inspection.vad import artifact
-from vad_inspection.vad.preprocess import InputError, InputSpec, to_network_input
+from vad_inspection.vad.preprocess import InputSpec, to_network_input
 from vad_inspection.vad.simplenet import SimpleNet, SimpleNetConfig
 
 torch = pytest.importorskip("torch")
 T = pytest.importorskip("vad_inspection.vad.simplenet_train")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-SIZE = 32
 #: 16 images, 2 held out, batches of 4: 4 steps per epoch (an 8 x 8 grid). 20 epochs, the
 #: default: at 8 the discriminator had not yet put every map's peak on its square.
-TINY = SimpleNetConfig(size=(SIZE, SIZE), epochs=20, batch_size=4)
+TINY = METHODS["simplenet"].tiny
 CHANNELS = 24 + 32 + 96  # MobileNetV2's three taps
-
-
-def textured(rng: np.random.Generator, square: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
-    """A striped, noisy RGB image; with ``square`` a bright 10 px square at a random place."""
-    image = rng.normal(120, 6, (SIZE, SIZE, 3))
-    image[:, ::2] += 50
-    y, x = (int(v) for v in rng.integers(4, SIZE - 14, 2))
-    if square:
-        image[y : y + 10, x : x + 10] = 250
-    return np.clip(image, 0, 255).astype(np.uint8), (y, x)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One thread for torch and ONNX Runtime (cores shared with other work)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VAD_INSPECTION_THREADS", "1")
-        yield
-
-
-@pytest.fixture(scope="module")
-def images() -> list[np.ndarray]:
-    rng = np.random.default_rng(0)
-    return [textured(rng)[0] for _ in range(16)]
-
-
-@pytest.fixture(scope="module")
-def fitted(images: list[np.ndarray]) -> SimpleNet:
-    model = SimpleNet(TINY)
-    model.fit(images)
-    return model
-
-
-@pytest.fixture
-def no_export(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Training without the ONNX export, for tests that look at the training loop only."""
-    monkeypatch.setattr(T, "export_onnx", lambda *_: b"")
 
 
 # -- the paper's quantities against hand computation -------------------------------------------
@@ -142,14 +102,17 @@ def test_standardisation_by_hand() -> None:
     assert float(T.feature_statistics([constant])[1]) == 1.0  # nothing to standardise
 
 
-# -- fitting, ONNX, persistence ----------------------------------------------------------------
+# -- fitting and ONNX --------------------------------------------------------------------------
 
 
-def test_onnx_map_equals_torch_within_1e_4(images: list[np.ndarray]) -> None:
-    data = to_network_input(images[:6], InputSpec(size=(SIZE, SIZE)))
+def test_onnx_map_equals_torch_within_1e_4() -> None:
+    data = to_network_input(list(images()[:6]), InputSpec(size=(SIZE, SIZE)))
     result = T.train(data, replace(TINY, epochs=1, val_fraction=0.0))
     assert tuple(result.heads["standardise"].mean.shape) == (1, CHANNELS, 1, 1)
     assert result.heads["discriminator"][0].out_channels == TINY.hidden
+    # one module: the state that is kept as the best, checkpointed and restored holds all three
+    state = result.heads.state_dict()
+    assert {"standardise.mean", "adaptor.weight", "discriminator.1.running_var"} <= set(state)
     model = SimpleNet(TINY)
     model.graph = result.onnx
     batch = np.random.default_rng(7).normal(0.0, 1.0, (3, 3, SIZE, SIZE)).astype(np.float32)
@@ -161,59 +124,24 @@ def test_onnx_map_equals_torch_within_1e_4(images: list[np.ndarray]) -> None:
     assert float(expected.std()) > 1e-2  # a map that varies, not a constant that always agrees
 
 
-def test_anomalies_score_above_normal_images(fitted: SimpleNet) -> None:
-    rng = np.random.default_rng(1)
-    normal = [textured(rng)[0] for _ in range(6)]
-    anomalous = [textured(rng, square=True) for _ in range(6)]
-    normal_scores = fitted.predict(normal).scores
-    prediction = fitted.predict([image for image, _ in anomalous])
-    assert prediction.maps.shape == (6, SIZE, SIZE) and prediction.maps.dtype == np.float32
-    assert prediction.scores.dtype == np.float32
-    np.testing.assert_allclose(prediction.scores, prediction.maps.max(axis=(1, 2)), rtol=1e-6)
-    assert prediction.scores.min() > normal_scores.max(), (prediction.scores, normal_scores)
-    # the peak lies in the square or within 4 px of it
-    for (_, (y, x)), amap in zip(anomalous, prediction.maps, strict=True):
-        iy, ix = np.unravel_index(amap.argmax(), amap.shape)
-        assert y - 4 <= iy < y + 14 and x - 4 <= ix < x + 14, ((y, x), (iy, ix))
-    summary = fitted.summary
-    assert (summary.train_images, summary.val_images) == (14, 2)
-    assert [h["epoch"] for h in fitted.history] == list(range(summary.epochs_run))
-    assert fitted.history[-1]["train_loss"] < fitted.history[0]["train_loss"]
-    best = min(fitted.history, key=lambda h: h["val_loss"])
+def test_anomalies_score_above_normal_images() -> None:
+    model, prediction, squares = detects_squares("simplenet", epochs=None)
+    assert_peaks_on_squares(prediction, squares)
+    summary = model.summary
+    best = min(model.history, key=lambda h: h["val_loss"])
     assert (summary.best_epoch, summary.best_val_loss) == (best["epoch"], best["val_loss"])
     assert summary.best_val_loss < 1.0  # below 1: D(q) = D(q-) = 0, the loss of learning nothing
 
 
-def test_save_load_round_trip(fitted: SimpleNet, tmp_path: Path) -> None:
-    rng = np.random.default_rng(3)
-    test_images = [textured(rng, square=bool(i % 2))[0] for i in range(5)]
-    path = artifact.save(fitted.to_artifact(), tmp_path / "simplenet.vad")
-    loaded_artifact = artifact.load(path)
-    assert loaded_artifact.method == "simplenet" and loaded_artifact.meta["graphs"] == ["simplenet"]
-    loaded = SimpleNet.from_artifact(loaded_artifact)
-    assert loaded.config == fitted.config and loaded.input_spec == fitted.input_spec
-    assert loaded.summary == fitted.summary
-    before, after = fitted.predict(test_images), loaded.predict(test_images)
-    np.testing.assert_array_equal(before.scores, after.scores)
-    np.testing.assert_array_equal(before.maps, after.maps)
-
-
-def test_training_is_deterministic_under_a_seed(
-    images: list[np.ndarray], fitted: SimpleNet
-) -> None:
-    again = SimpleNet(TINY)
-    again.fit(images)
-    assert again.graph == fitted.graph and again.history == fitted.history
-    test_images = [textured(np.random.default_rng(4), square=True)[0]]
-    np.testing.assert_array_equal(again.predict(test_images).maps, fitted.predict(test_images).maps)
+def test_another_seed_initialises_other_heads() -> None:
     scale = T.Standardise(torch.zeros(CHANNELS), torch.ones(()))
     ours, other = T.head_networks(TINY, scale), T.head_networks(replace(TINY, seed=5), scale)
     assert not torch.equal(ours["adaptor"].weight, other["adaptor"].weight)
     assert not torch.equal(ours["discriminator"][0].weight, other["discriminator"][0].weight)
 
 
-def test_held_out_loss_is_reproducible(images: list[np.ndarray]) -> None:
-    data = to_network_input(images[:6], InputSpec(size=(SIZE, SIZE)))
+def test_held_out_loss_is_reproducible() -> None:
+    data = to_network_input(list(images()[:6]), InputSpec(size=(SIZE, SIZE)))
     features = T.TeacherFeatures(T.feature_network(TINY), data, TINY.batch_size)
     index = np.arange(6)
     heads = T.head_networks(TINY, T.standardise_network(features, index, TINY.batch_size))
@@ -223,75 +151,7 @@ def test_held_out_loss_is_reproducible(images: list[np.ndarray]) -> None:
     assert T.evaluate_loss(heads, features, index, replace(TINY, seed=1)) != first
 
 
-def test_resumed_training_equals_uninterrupted(
-    images: list[np.ndarray], tmp_path: Path, no_export: None
-) -> None:
-    data = to_network_input(images[:8], InputSpec(size=(SIZE, SIZE)))
-    config = replace(TINY, epochs=3, checkpoint_dir=str(tmp_path / "ckpt"))
-    T.train(data, replace(config, epochs=1))  # "interrupted" after one epoch
-    assert (tmp_path / "ckpt" / T.CHECKPOINT).is_file()
-    resumed = T.train(data, config)
-    straight = T.train(data, replace(config, checkpoint_dir=None))
-    assert [h["epoch"] for h in resumed.history] == [0, 1, 2]
-    assert resumed.history == straight.history
-    state = straight.heads.state_dict()
-    assert {"standardise.mean", "adaptor.weight", "discriminator.1.running_var"} <= set(state)
-    for key, value in state.items():
-        torch.testing.assert_close(value, resumed.heads.state_dict()[key], rtol=0, atol=0)
-    with pytest.raises(ValueError, match="other options"):
-        T.train(data, replace(config, noise_std=0.2))
-    with pytest.raises(ValueError, match="other training images"):
-        T.train(data[:6], config)
-    # the backbone is frozen: untouched by training, no gradients
-    fresh = T.feature_network(config).state_dict()
-    for key, value in straight.features.state_dict().items():
-        torch.testing.assert_close(value, fresh[key], rtol=0, atol=0)
-    assert not any(p.requires_grad for p in straight.features.parameters())
-
-
-def test_early_stopping_counts_patience_after_the_warm_up(
-    images: list[np.ndarray], monkeypatch: pytest.MonkeyPatch, no_export: None
-) -> None:
-    data = to_network_input(images[:8], InputSpec(size=(SIZE, SIZE)))
-    config = replace(TINY, epochs=10, patience=2, val_fraction=0.25)  # 6 + 2 images: 2 steps
-    losses = iter([5.0, 6.0, 7.0, 8.0, 4.0, 4.5, 4.2, 1.0, 1.0, 1.0])
-    monkeypatch.setattr(T, "evaluate_loss", lambda *_: next(losses))
-    monkeypatch.setattr(T, "WARMUP_STEPS", 7)  # epochs 0-2 (2, 4, 6 steps) cannot be bad
-    result = T.train(data, config)
-    # epochs 1, 2 worse than 0 but in the warm-up; 3 bad (1), 4 best, 5 and 6 bad: stop
-    assert result.summary.stopped_early and result.summary.epochs_run == 7
-    assert result.summary.best_epoch == 4 and result.summary.best_val_loss == 4.0
-
-
-def test_inference_does_not_import_torch(fitted: SimpleNet, tmp_path: Path) -> None:
-    path = artifact.save(fitted.to_artifact(), tmp_path / "simplenet.vad")
-    script = textwrap.dedent(
-        f"""
-        import sys
-        import numpy as np
-        from vad_inspection.vad import artifact
-        from vad_inspection.vad.simplenet import SimpleNet
-        model = SimpleNet.from_artifact(artifact.load({str(path)!r}))
-        images = [np.random.default_rng(0).integers(0, 255, ({SIZE}, {SIZE}, 3), np.uint8)]
-        prediction = model.predict(images)
-        assert prediction.maps.shape == (1, {SIZE}, {SIZE}), prediction.maps.shape
-        assert "torch" not in sys.modules, "inference imported torch"
-        print("ok", float(prediction.scores[0]))
-        """
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("ok")
-
-
-# -- refusals --------------------------------------------------------------------------------
-
-
-def test_bad_options_images_and_unfitted_use_are_refused(fitted: SimpleNet) -> None:
-    with pytest.raises(ValueError, match="at least 16 px"):
-        SimpleNetConfig(size=(8, 8))
-    with pytest.raises(ValueError, match="batch_size"):
-        SimpleNetConfig(batch_size=0)
+def test_bad_simplenet_options_are_refused() -> None:
     with pytest.raises(ValueError, match="noise_std"):
         SimpleNetConfig(noise_std=0.0)
     with pytest.raises(ValueError, match="hidden"):
@@ -302,14 +162,3 @@ def test_bad_options_images_and_unfitted_use_are_refused(fitted: SimpleNet) -> N
         SimpleNetConfig(discriminator_lr=0.0)
     with pytest.raises(ValueError, match="weight_decay"):
         SimpleNetConfig(adaptor_weight_decay=-1.0)
-    with pytest.raises(ValueError, match="val_fraction"):
-        SimpleNetConfig(val_fraction=1.0)
-    with pytest.raises(Exception, match="unknown backbone"):
-        SimpleNetConfig(backbone="vgg")
-    with pytest.raises(InputError, match="two normal"):
-        SimpleNet(TINY).fit([np.zeros((SIZE, SIZE, 3), np.uint8)])
-    with pytest.raises(RuntimeError, match="not fitted"):
-        SimpleNet(TINY).predict([np.zeros((SIZE, SIZE, 3), np.uint8)])
-    with pytest.raises(InputError, match="3-channel"):
-        fitted.predict([np.zeros((SIZE, SIZE), np.uint8)])
-    assert SimpleNetConfig.from_dict(TINY.to_dict()) == TINY

@@ -50,12 +50,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vad_inspection.vad.backbones import RANDOM, get_spec
-from vad_inspection.vad.trained_graph import (
-    TrainedGraphModel,
-    config_from_dict,
-    config_to_dict,
-)
+from vad_inspection.vad.backbones import RANDOM
+from vad_inspection.vad.trained_graph import GraphConfig, TrainedGraphModel
 
 #: Names of the ONNX graph's input and output: ``map`` (N, H, W), the patch scores upsampled to
 #: the input size, before the Gaussian smoothing.
@@ -71,7 +67,7 @@ PREDICT_BATCH = 2
 
 
 @dataclass(frozen=True)
-class CFAConfig:
+class CFAConfig(GraphConfig):
     """Hyper-parameters, the paper's where the engine can afford them (see the module docstring).
 
     ``backbone`` (its three taps, concatenated, are the patch features), ``weights`` of the
@@ -110,14 +106,7 @@ class CFAConfig:
     checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
-        get_spec(self.backbone)  # an unknown backbone fails here, listing the known ones
-        object.__setattr__(self, "weights", str(self.weights))
-        size = tuple(int(s) for s in self.size)
-        object.__setattr__(self, "size", size)
-        if len(size) != 2 or min(size) < 16:
-            raise ValueError(
-                f"CFAConfig.size must be (height, width) of at least 16 px; got {size}"
-            )
+        self.check_input()
         if self.gamma_d < 1 or self.gamma_c < 1 or self.kmeans_iterations < 0:
             raise ValueError(
                 "gamma_d and gamma_c must be at least 1, kmeans_iterations non-negative; got "
@@ -128,26 +117,14 @@ class CFAConfig:
                 f"k must be at least 1, j, radius and sigma non-negative; got {self.k}, "
                 f"{self.j}, {self.radius}, {self.sigma}"
             )
-        if self.epochs < 0 or self.batch_size < 1 or self.patience < 1:
-            raise ValueError(
-                "epochs must be non-negative, batch_size and patience at least 1; got "
-                f"{self.epochs}, {self.batch_size}, {self.patience}"
-            )
+        self.check_loop()
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("lr must be positive, weight_decay non-negative")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
+        self.check_val_fraction()
 
     @property
     def descriptor_seed(self) -> int:
         return self.seed + DESCRIPTOR_SEED_OFFSET
-
-    def to_dict(self) -> dict[str, object]:
-        return config_to_dict(self)
-
-    @staticmethod
-    def from_dict(data: dict[str, object]) -> CFAConfig:
-        return config_from_dict(CFAConfig, data)
 
 
 class CFA(TrainedGraphModel):

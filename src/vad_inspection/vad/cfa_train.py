@@ -1,43 +1,42 @@
-"""Training side (torch) of CFA: the losses, the memory bank, the descriptor's training loop and
-the export.
+"""Training side (torch) of CFA: the losses, the memory bank, the descriptor's step and the
+export.
 
 Only :meth:`vad_inspection.vad.cfa.CFA.fit` imports this module; inference runs the exported ONNX
 graph without torch. The method and the paper's names are in :mod:`vad_inspection.vad.cfa`:
 ``p_t`` a patch feature, ``phi`` the descriptor, ``C`` the memory bank, ``r`` the hypersphere's
-radius, ``alpha`` the repulsion margin.
+radius, ``alpha`` the repulsion margin. The training loop, the checkpoints and the export are every
+torch-trained method's (:mod:`vad_inspection.vad.torch_training`).
 
 The backbone is cut at its three taps (:func:`~vad_inspection.vad.backbones.torch_feature_model`),
 frozen and in evaluation mode, followed by the (parameter-free) patch aggregation; its patch
 features of the training images do not change, so they are computed once and kept when they fit
-in memory (:class:`~vad_inspection.vad.stfpm_train.TeacherFeatures`), else recomputed for every
-batch. Only the descriptor trains.
+in memory (:class:`~vad_inspection.vad.torch_training.TeacherFeatures`), else recomputed for
+every batch. Only the descriptor trains.
 """
 
 from __future__ import annotations
 
-import io
-import math
-import time
-import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vad_inspection.progress import progress_bar
-from vad_inspection.vad import checkpoint
 from vad_inspection.vad.backbones import get_spec, torch_feature_model
 from vad_inspection.vad.cfa import GRAPH_OUTPUTS, CFAConfig
-from vad_inspection.vad.checkpoint import TrainState
-from vad_inspection.vad.stfpm_train import TeacherFeatures, threads
-from vad_inspection.vad.trained_graph import GRAPH_INPUT
+from vad_inspection.vad.torch_training import CHECKPOINT as CHECKPOINT
+from vad_inspection.vad.torch_training import (
+    Run,
+    TeacherFeatures,
+    Training,
+    batches,
+    export_graph,
+    mean_loss,
+    torch_threads,
+)
 from vad_inspection.vad.vae import TrainingSummary
-from vad_inspection.vad.vae_train import held_out
 
-CHECKPOINT = "last.pt"
 #: Early stopping counts no epoch as bad before the descriptor has taken this many optimiser
 #: steps (a guard against a held-out loss on a few images in the first, fast-moving steps; as
 #: for FastFlow, not measured for CFA).
@@ -147,7 +146,7 @@ def kmeans(points: torch.Tensor, clusters: int, iterations: int, seed: int) -> t
 class PatchFeatures(nn.Module):
     """The frozen backbone's three taps, each averaged over 3x3 neighbourhoods, brought to the
     first tap's grid (bilinear) and concatenated: ``(p_t,)``, a one-level tuple (the shape
-    :class:`~vad_inspection.vad.stfpm_train.TeacherFeatures` caches)."""
+    :class:`~vad_inspection.vad.torch_training.TeacherFeatures` caches)."""
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
@@ -222,27 +221,11 @@ def export_onnx(
     size: tuple[int, int],
 ) -> bytes:  # fmt: skip
     """Backbone, descriptor, memory bank and scoring as one ONNX graph with a dynamic batch."""
-    scorer = Scorer(features, descriptor, memory, k, size).eval()
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        # The TorchScript exporter is deprecated but gives a plain static graph every ONNX Runtime
-        # runs (as for the backbones); the dynamo exporter needs onnxscript.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            scorer,
-            (torch.zeros(2, 3, *size),),
-            buffer,
-            input_names=[GRAPH_INPUT],
-            output_names=list(GRAPH_OUTPUTS),
-            dynamic_axes={name: {0: "batch"} for name in (GRAPH_INPUT, *GRAPH_OUTPUTS)},
-            opset_version=17,
-            dynamo=False,
-        )
-    return buffer.getvalue()
+    return export_graph(Scorer(features, descriptor, memory, k, size), (3, *size), GRAPH_OUTPUTS)
 
 
 # --------------------------------------------------------------------------------------------
-# Training loop
+# Training: the method's step (the loop: vad_inspection.vad.torch_training)
 # --------------------------------------------------------------------------------------------
 
 
@@ -262,7 +245,7 @@ class TrainResult:
 
 def _batches(index: np.ndarray, size: int) -> list[np.ndarray]:
     """Mini-batches (the descriptor has no batch statistics, so a last batch of one is kept)."""
-    return [index[i : i + size] for i in range(0, len(index), size)]
+    return batches(index, size)
 
 
 def _loss(descriptor: nn.Module, feats: torch.Tensor, memory: torch.Tensor, c: CFAConfig):
@@ -274,61 +257,10 @@ def evaluate_loss(
     config: CFAConfig,
 ) -> float:  # fmt: skip
     """Mean loss over the rows ``index`` of the training data."""
-    descriptor.eval()
-    total = 0.0
-    with torch.no_grad():
-        for part in _batches(index, config.batch_size):
-            total += float(_loss(descriptor, features(part)[0], memory, config)) * len(part)
-    return total / max(len(index), 1)
-
-
-def _train_epoch(
-    descriptor: nn.Module, memory: torch.Tensor, optimiser: torch.optim.Optimizer,
-    features: TeacherFeatures, train_index: np.ndarray, config: CFAConfig, epoch: int,
-) -> float:  # fmt: skip
-    """One pass over the training images in a seeded order (seeded per epoch, so a resumed run
-    draws the same batches as an uninterrupted one); the mean training loss."""
-    descriptor.train()
-    rng = np.random.default_rng([config.seed, 2, epoch])
-    total, count = 0.0, 0
-    for part in _batches(rng.permutation(train_index), config.batch_size):
-        loss = _loss(descriptor, features(part)[0], memory, config)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        total += float(loss.detach()) * len(part)
-        count += len(part)
-    return total / max(count, 1)
-
-
-def _resumable_config(config: CFAConfig) -> dict[str, object]:
-    """The options a checkpoint must match to be resumed (not epochs, patience or display)."""
-    ignored = {"progress", "checkpoint_dir", "epochs", "patience", "sigma"}
-    return {k: v for k, v in config.to_dict().items() if k not in ignored}
-
-
-def _save_checkpoint(
-    path: Path, descriptor: nn.Module, memory: torch.Tensor, optimiser: torch.optim.Optimizer,
-    state: TrainState, config: CFAConfig, data: np.ndarray,
-) -> None:  # fmt: skip
-    checkpoint.save(path, _resumable_config(config), data, state,
-                    descriptor=descriptor.state_dict(), memory=memory,
-                    optimiser=optimiser.state_dict())  # fmt: skip
-
-
-def _load_checkpoint(
-    path: Path, descriptor: nn.Module, optimiser: torch.optim.Optimizer, config: CFAConfig,
-    data: np.ndarray,
-) -> tuple[TrainState, torch.Tensor] | None:  # fmt: skip
-    """Restore a checkpoint written for the same options and data: the state and the memory
-    bank; None if there is none."""
-    found = checkpoint.load(path, _resumable_config(config), data)
-    if found is None:
-        return None
-    state, saved = found
-    descriptor.load_state_dict(saved["descriptor"])
-    optimiser.load_state_dict(saved["optimiser"])
-    return state, saved["memory"]
+    return mean_loss(
+        descriptor, index, config.batch_size,
+        lambda part: _loss(descriptor, features(part)[0], memory, config),
+    )  # fmt: skip
 
 
 def train(data: np.ndarray, config: CFAConfig) -> TrainResult:
@@ -338,88 +270,50 @@ def train(data: np.ndarray, config: CFAConfig) -> TrainResult:
     Seeded: the same data, options and seed give the same descriptor and memory bank (one
     process, CPU). With ``config.checkpoint_dir`` the state is saved after every epoch and a later
     call with the same options and data resumes from it (also after the run finished: it then
-    only re-exports). Torch threads: ``VAD_INSPECTION_THREADS`` when set, else two
-    (:func:`~vad_inspection.vad.stfpm_train.threads`).
+    only re-exports). Torch threads: :func:`~vad_inspection.vad.torch_training.threads`.
     """
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads())
-    try:
+    with torch_threads():
         return _train(np.ascontiguousarray(data, np.float32), config)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _train(data: np.ndarray, config: CFAConfig) -> TrainResult:
-    start = time.perf_counter()
-    train_index, val_index = held_out(len(data), config.val_fraction, config.seed)
+    run = Run(config, data)
     feature_net = feature_network(config)
     descriptor = descriptor_network(config)
     optimiser = torch.optim.AdamW(
         descriptor.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
-    checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
     features = TeacherFeatures(feature_net, data, config.batch_size)
-    restored = checkpoint and _load_checkpoint(checkpoint, descriptor, optimiser, config, data)
-    if restored:
-        state, memory = restored
+    # the memory bank is built once, from the initial descriptor, and kept in the checkpoint
+    state, saved = run.resume({"descriptor": descriptor, "optimiser": optimiser})
+    if saved:
+        memory = saved["memory"]
     else:
-        state, memory = (
-            TrainState(history=[]),
-            memory_bank(descriptor, features, train_index, config),
-        )
+        memory = memory_bank(descriptor, features, run.train_index, config)
     if len(memory) < config.k + config.j:
         raise ValueError(
             f"the memory bank has {len(memory)} centroids, fewer than k + j = "
             f"{config.k + config.j}: use larger images or a smaller gamma_c"
         )
-    steps_per_epoch = len(_batches(train_index, config.batch_size))
-    epochs = progress_bar(
-        range(state.epoch, config.epochs), desc="CFA training", unit="epoch",
-        initial=state.epoch, total=config.epochs, enabled=config.progress,
-    )  # fmt: skip
-    for epoch in epochs:
-        if len(val_index) and state.bad_epochs >= config.patience:
-            break
-        train_loss = _train_epoch(
-            descriptor, memory, optimiser, features, train_index, config, epoch
-        )
-        val_loss = (
-            evaluate_loss(descriptor, memory, features, val_index, config)
-            if len(val_index)
-            else train_loss
-        )
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"CFA training diverged at epoch {epoch} (loss {train_loss}); lower lr"
-            )
-        state.epoch = epoch + 1
-        if val_loss < state.best_val:
-            state.best_val, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
-            state.best_state = {k: v.detach().clone() for k, v in descriptor.state_dict().items()}
-        elif state.epoch * steps_per_epoch >= WARMUP_STEPS:
-            state.bad_epochs += 1
-        state.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
-        epochs.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}", best=state.best_epoch)
-        if checkpoint:
-            _save_checkpoint(checkpoint, descriptor, memory, optimiser, state, config, data)
-    if state.best_state is not None:
-        descriptor.load_state_dict(state.best_state)
-    descriptor.eval()
-    summary = TrainingSummary(
-        epochs_run=state.epoch,
-        best_epoch=state.best_epoch,
-        best_val_loss=float(state.best_val),
-        seconds=time.perf_counter() - start,
-        train_images=len(train_index),
-        val_images=len(val_index),
-        stopped_early=state.epoch < config.epochs,
+    summary, history = run.fit(
+        Training(
+            title="CFA",
+            network=descriptor,
+            parts={"descriptor": descriptor, "memory": memory, "optimiser": optimiser},
+            batch_loss=lambda part, _: _loss(descriptor, features(part)[0], memory, config),
+            held_out_loss=lambda index: evaluate_loss(descriptor, memory, features, index, config),
+            warmup_steps=WARMUP_STEPS,
+            batches=_batches,
+            advice="lower lr",
+        ),
+        state,
     )
     return TrainResult(
         features=feature_net,
         descriptor=descriptor,
         memory=memory,
         onnx=export_onnx(feature_net, descriptor, memory, config.k, config.size),
-        val_index=val_index,
+        val_index=run.val_index,
         summary=summary,
-        history=list(state.history),
+        history=history,
     )

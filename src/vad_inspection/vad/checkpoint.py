@@ -1,4 +1,5 @@
-"""Resumable training, one way for every method trained with torch (VAE, STFPM, FastFlow, CFA).
+"""Resumable training, one way for every method trained with torch (VAE, STFPM, FastFlow, CFA,
+RD4AD, SimpleNet; written and read by :class:`~vad_inspection.vad.torch_training.Run`).
 
 A checkpoint holds the training state (:class:`TrainState`: the epoch reached, the best
 held-out loss and its weights, the epochs without improvement, the loss history) and whatever

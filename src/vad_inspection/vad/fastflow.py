@@ -47,12 +47,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vad_inspection.vad.backbones import RANDOM, get_spec
-from vad_inspection.vad.trained_graph import (
-    TrainedGraphModel,
-    config_from_dict,
-    config_to_dict,
-)
+from vad_inspection.vad.backbones import RANDOM
+from vad_inspection.vad.trained_graph import GraphConfig, TrainedGraphModel
 
 #: Names of the ONNX graph's input and outputs (the contract between training and inference):
 #: ``map`` (N, H, W), minus the average of the upsampled likelihood maps; ``score`` (N,), its max.
@@ -67,7 +63,7 @@ PREDICT_BATCH = 8
 
 
 @dataclass(frozen=True)
-class FastFlowConfig:
+class FastFlowConfig(GraphConfig):
     """Hyper-parameters, the paper's where the engine can afford them (see the module docstring).
 
     ``backbone`` (its three taps are the flows' levels), ``weights`` of the backbone (``random``:
@@ -101,40 +97,20 @@ class FastFlowConfig:
     checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
-        get_spec(self.backbone)  # an unknown backbone fails here, listing the known ones
-        object.__setattr__(self, "weights", str(self.weights))
-        size = tuple(int(s) for s in self.size)
-        object.__setattr__(self, "size", size)
-        if len(size) != 2 or min(size) < 16:
-            # the deepest level has stride 16: smaller inputs leave it no grid
-            raise ValueError(
-                f"FastFlowConfig.size must be (height, width) of at least 16 px; got {size}"
-            )
+        self.check_input()
         if self.flow_steps < 1 or self.hidden_ratio <= 0 or self.clamp <= 0:
             raise ValueError(
                 "flow_steps must be at least 1, hidden_ratio and clamp positive; got "
                 f"{self.flow_steps}, {self.hidden_ratio}, {self.clamp}"
             )
-        if self.epochs < 0 or self.batch_size < 1 or self.patience < 1:
-            raise ValueError(
-                "epochs must be non-negative, batch_size and patience at least 1; got "
-                f"{self.epochs}, {self.batch_size}, {self.patience}"
-            )
+        self.check_loop()
         if self.lr <= 0 or self.weight_decay < 0:
             raise ValueError("lr must be positive, weight_decay non-negative")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
+        self.check_val_fraction()
 
     @property
     def flow_seed(self) -> int:
         return self.seed + FLOW_SEED_OFFSET
-
-    def to_dict(self) -> dict[str, object]:
-        return config_to_dict(self)
-
-    @staticmethod
-    def from_dict(data: dict[str, object]) -> FastFlowConfig:
-        return config_from_dict(FastFlowConfig, data)
 
 
 class FastFlow(TrainedGraphModel):

@@ -1,43 +1,42 @@
-"""Training side (torch) of FastFlow: the coupling steps, the loss, the training loop, the export.
+"""Training side (torch) of FastFlow: the coupling steps, the loss, the flows' step, the export.
 
 Only :meth:`vad_inspection.vad.fastflow.FastFlow.fit` imports this module; inference runs the
 exported ONNX graph without torch. The method and the paper's names are in
 :mod:`vad_inspection.vad.fastflow`: ``s`` and ``t`` the log-scale and shift of a coupling, ``z``
-a level's features after its flow.
+a level's features after its flow. The training loop, the checkpoints and the export are every
+torch-trained method's (:mod:`vad_inspection.vad.torch_training`).
 
 The backbone is cut at its three taps (:func:`~vad_inspection.vad.backbones.torch_feature_model`),
 frozen and in evaluation mode, and followed by the (parameter-free) layer normalisation; its
 normalised features of the training images do not change, so they are computed once and kept when
-they fit in memory (:class:`~vad_inspection.vad.stfpm_train.TeacherFeatures`), else recomputed for
-every batch. Only the flows train.
+they fit in memory (:class:`~vad_inspection.vad.torch_training.TeacherFeatures`), else recomputed
+for every batch. Only the flows train.
 """
 
 from __future__ import annotations
 
-import io
-import math
-import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vad_inspection.progress import progress_bar
-from vad_inspection.vad import checkpoint
 from vad_inspection.vad.backbones import get_spec, torch_feature_model
-from vad_inspection.vad.checkpoint import TrainState
 from vad_inspection.vad.fastflow import GRAPH_OUTPUTS, FastFlowConfig
-from vad_inspection.vad.stfpm_train import TeacherFeatures, threads
-from vad_inspection.vad.trained_graph import GRAPH_INPUT
+from vad_inspection.vad.torch_training import CHECKPOINT as CHECKPOINT
+from vad_inspection.vad.torch_training import (
+    Run,
+    TeacherFeatures,
+    Training,
+    batches,
+    export_graph,
+    mean_loss,
+    torch_threads,
+)
 from vad_inspection.vad.vae import TrainingSummary
-from vad_inspection.vad.vae_train import held_out
 
-CHECKPOINT = "last.pt"
 #: Early stopping counts no epoch as bad before the flows have taken this many optimiser steps:
 #: the first steps move the NLL by far more than later epochs do, and a held-out NLL measured on
 #: a few images in that phase is noise more than a verdict (a guard, as for STFPM, not measured
@@ -230,27 +229,11 @@ class Scorer(nn.Module):
 
 def export_onnx(features: nn.Module, flows: nn.ModuleList, size: tuple[int, int]) -> bytes:
     """Backbone, flows and scoring as one ONNX graph with a dynamic batch (:class:`Scorer`)."""
-    scorer = Scorer(features, flows, size).eval()
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        # The TorchScript exporter is deprecated but gives a plain static graph every ONNX Runtime
-        # runs (as for the backbones); the dynamo exporter needs onnxscript.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            scorer,
-            (torch.zeros(2, 3, *size),),
-            buffer,
-            input_names=[GRAPH_INPUT],
-            output_names=list(GRAPH_OUTPUTS),
-            dynamic_axes={name: {0: "batch"} for name in (GRAPH_INPUT, *GRAPH_OUTPUTS)},
-            opset_version=17,
-            dynamo=False,
-        )
-    return buffer.getvalue()
+    return export_graph(Scorer(features, flows, size), (3, *size), GRAPH_OUTPUTS)
 
 
 # --------------------------------------------------------------------------------------------
-# Training loop
+# Training: the method's step (the loop: vad_inspection.vad.torch_training)
 # --------------------------------------------------------------------------------------------
 
 
@@ -269,66 +252,19 @@ class TrainResult:
 
 def _batches(index: np.ndarray, size: int) -> list[np.ndarray]:
     """Mini-batches (the flows have no batch statistics, so a last batch of one is kept)."""
-    return [index[i : i + size] for i in range(0, len(index), size)]
+    return batches(index, size)
+
+
+def _loss(flows: nn.ModuleList, features: TeacherFeatures, part: np.ndarray) -> torch.Tensor:
+    """:func:`fastflow_loss` of the training rows ``part``."""
+    return fastflow_loss(*run_flows(flows, features(part)))
 
 
 def evaluate_loss(
     flows: nn.ModuleList, features: TeacherFeatures, index: np.ndarray, size: int
 ) -> float:
     """Mean NLL over the rows ``index`` of the training data."""
-    flows.eval()
-    total = 0.0
-    with torch.no_grad():
-        for part in _batches(index, size):
-            total += float(fastflow_loss(*run_flows(flows, features(part)))) * len(part)
-    return total / max(len(index), 1)
-
-
-def _train_epoch(
-    flows: nn.ModuleList, optimiser: torch.optim.Optimizer, features: TeacherFeatures,
-    train_index: np.ndarray, config: FastFlowConfig, epoch: int,
-) -> float:  # fmt: skip
-    """One pass over the training images in a seeded order (seeded per epoch, so a resumed run
-    draws the same batches as an uninterrupted one); the mean training NLL."""
-    flows.train()
-    rng = np.random.default_rng([config.seed, 2, epoch])
-    total, count = 0.0, 0
-    for part in _batches(rng.permutation(train_index), config.batch_size):
-        loss = fastflow_loss(*run_flows(flows, features(part)))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        total += float(loss.detach()) * len(part)
-        count += len(part)
-    return total / max(count, 1)
-
-
-def _resumable_config(config: FastFlowConfig) -> dict[str, object]:
-    """The options a checkpoint must match to be resumed (not epochs, patience or display)."""
-    ignored = {"progress", "checkpoint_dir", "epochs", "patience"}
-    return {k: v for k, v in config.to_dict().items() if k not in ignored}
-
-
-def _save_checkpoint(
-    path: Path, flows: nn.ModuleList, optimiser: torch.optim.Optimizer, state: TrainState,
-    config: FastFlowConfig, data: np.ndarray,
-) -> None:  # fmt: skip
-    checkpoint.save(path, _resumable_config(config), data, state, flows=flows.state_dict(),
-                    optimiser=optimiser.state_dict())  # fmt: skip
-
-
-def _load_checkpoint(
-    path: Path, flows: nn.ModuleList, optimiser: torch.optim.Optimizer, config: FastFlowConfig,
-    data: np.ndarray,
-) -> TrainState | None:  # fmt: skip
-    """Restore a checkpoint written for the same options and data; None if there is none."""
-    found = checkpoint.load(path, _resumable_config(config), data)
-    if found is None:
-        return None
-    state, saved = found
-    flows.load_state_dict(saved["flows"])
-    optimiser.load_state_dict(saved["optimiser"])
-    return state
+    return mean_loss(flows, index, size, lambda part: _loss(flows, features, part))
 
 
 def train(data: np.ndarray, config: FastFlowConfig) -> TrainResult:
@@ -337,72 +273,36 @@ def train(data: np.ndarray, config: FastFlowConfig) -> TrainResult:
     Seeded: the same data, options and seed give the same flows (one process, CPU). With
     ``config.checkpoint_dir`` the state is saved after every epoch and a later call with the same
     options and data resumes from it (also after the run finished: it then only re-exports).
-    Torch threads: ``VAD_INSPECTION_THREADS`` when set, else two
-    (:func:`~vad_inspection.vad.stfpm_train.threads`).
+    Torch threads: :func:`~vad_inspection.vad.torch_training.threads`.
     """
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads())
-    try:
+    with torch_threads():
         return _train(np.ascontiguousarray(data, np.float32), config)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _train(data: np.ndarray, config: FastFlowConfig) -> TrainResult:
-    start = time.perf_counter()
-    train_index, val_index = held_out(len(data), config.val_fraction, config.seed)
+    run = Run(config, data)
     feature_net = feature_network(config)
     flows = flow_network(config)
     optimiser = torch.optim.Adam(flows.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
-    state = checkpoint and _load_checkpoint(checkpoint, flows, optimiser, config, data)
-    state = state or TrainState(history=[])
     features = TeacherFeatures(feature_net, data, config.batch_size)
-    steps_per_epoch = len(_batches(train_index, config.batch_size))
-    epochs = progress_bar(
-        range(state.epoch, config.epochs), desc="FastFlow training", unit="epoch",
-        initial=state.epoch, total=config.epochs, enabled=config.progress,
-    )  # fmt: skip
-    for epoch in epochs:
-        if len(val_index) and state.bad_epochs >= config.patience:
-            break
-        train_loss = _train_epoch(flows, optimiser, features, train_index, config, epoch)
-        val_loss = (
-            evaluate_loss(flows, features, val_index, config.batch_size)
-            if len(val_index)
-            else train_loss
+    summary, history = run.fit(
+        Training(
+            title="FastFlow",
+            network=flows,
+            parts={"flows": flows, "optimiser": optimiser},
+            batch_loss=lambda part, _: _loss(flows, features, part),
+            held_out_loss=lambda index: evaluate_loss(flows, features, index, config.batch_size),
+            warmup_steps=WARMUP_STEPS,
+            batches=_batches,
+            advice="lower lr",
+            loss_name="NLL",
         )
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"FastFlow training diverged at epoch {epoch} (NLL {train_loss}); lower lr"
-            )
-        state.epoch = epoch + 1
-        if val_loss < state.best_val:
-            state.best_val, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
-            state.best_state = {k: v.detach().clone() for k, v in flows.state_dict().items()}
-        elif state.epoch * steps_per_epoch >= WARMUP_STEPS:
-            state.bad_epochs += 1
-        state.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
-        epochs.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}", best=state.best_epoch)
-        if checkpoint:
-            _save_checkpoint(checkpoint, flows, optimiser, state, config, data)
-    if state.best_state is not None:
-        flows.load_state_dict(state.best_state)
-    flows.eval()
-    summary = TrainingSummary(
-        epochs_run=state.epoch,
-        best_epoch=state.best_epoch,
-        best_val_loss=float(state.best_val),
-        seconds=time.perf_counter() - start,
-        train_images=len(train_index),
-        val_images=len(val_index),
-        stopped_early=state.epoch < config.epochs,
     )
     return TrainResult(
         features=feature_net,
         flows=flows,
         onnx=export_onnx(feature_net, flows, config.size),
-        val_index=val_index,
+        val_index=run.val_index,
         summary=summary,
-        history=list(state.history),
+        history=history,
     )

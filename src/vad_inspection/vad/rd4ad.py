@@ -64,12 +64,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vad_inspection.vad.backbones import RANDOM, get_spec
-from vad_inspection.vad.trained_graph import (
-    TrainedGraphModel,
-    config_from_dict,
-    config_to_dict,
-)
+from vad_inspection.vad.backbones import RANDOM
+from vad_inspection.vad.trained_graph import GraphConfig, TrainedGraphModel
 
 #: Names of the ONNX graph's input and output: ``map`` (N, H, W), the sum of the upsampled
 #: cosine-distance maps, before the Gaussian smoothing.
@@ -84,7 +80,7 @@ PREDICT_BATCH = 8
 
 
 @dataclass(frozen=True)
-class RD4ADConfig:
+class RD4ADConfig(GraphConfig):
     """Hyper-parameters, the paper's where the engine can afford them (see the module docstring).
 
     ``backbone`` (the teacher; its three taps are the distilled levels, and ``OCBE`` and the
@@ -121,44 +117,23 @@ class RD4ADConfig:
     checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
-        get_spec(self.backbone)  # an unknown backbone fails here, listing the known ones
-        object.__setattr__(self, "weights", str(self.weights))
-        size = tuple(int(s) for s in self.size)
-        object.__setattr__(self, "size", size)
-        if len(size) != 2 or min(size) < 16:
-            # the deepest tap has stride 16: smaller inputs leave it no grid
-            raise ValueError(
-                f"RD4ADConfig.size must be (height, width) of at least 16 px; got {size}"
-            )
+        self.check_input()
         if self.oce_blocks < 1 or self.sigma < 0:
             raise ValueError(
                 f"oce_blocks must be at least 1 and sigma non-negative; got {self.oce_blocks}, "
                 f"{self.sigma}"
             )
-        if self.epochs < 0 or self.batch_size < 2 or self.patience < 1:
-            raise ValueError(
-                "epochs must be non-negative, batch_size at least 2 (batch normalisation trains "
-                f"on batch statistics) and patience at least 1; got {self.epochs}, "
-                f"{self.batch_size}, {self.patience}"
-            )
+        self.check_loop(batch_norm=True)
         if self.lr <= 0 or not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
             raise ValueError(
                 f"lr must be positive, beta1 and beta2 in [0, 1); got {self.lr}, {self.beta1}, "
                 f"{self.beta2}"
             )
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
+        self.check_val_fraction()
 
     @property
     def student_seed(self) -> int:
         return self.seed + STUDENT_SEED_OFFSET
-
-    def to_dict(self) -> dict[str, object]:
-        return config_to_dict(self)
-
-    @staticmethod
-    def from_dict(data: dict[str, object]) -> RD4ADConfig:
-        return config_from_dict(RD4ADConfig, data)
 
 
 class RD4AD(TrainedGraphModel):

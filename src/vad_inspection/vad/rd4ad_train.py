@@ -1,47 +1,46 @@
 """Training side (torch) of RD4AD: the cosine-distance maps and the loss, the one-class bottleneck
-embedding and the student decoder, the training loop and the export.
+embedding and the student decoder, the student's step and the export.
 
 Only :meth:`vad_inspection.vad.rd4ad.RD4AD.fit` imports this module; inference runs the exported
 ONNX graph without torch. The method and the paper's names are in :mod:`vad_inspection.vad.rd4ad`:
 ``E`` the teacher encoder, ``OCBE`` (``MFF`` then ``OCE``) the one-class bottleneck embedding,
-``D`` the student decoder, ``M^k`` the cosine-distance map of level ``k``.
+``D`` the student decoder, ``M^k`` the cosine-distance map of level ``k``. The training loop, the
+checkpoints and the export are every torch-trained method's
+(:mod:`vad_inspection.vad.torch_training`).
 
 The teacher is the backbone cut at its three taps
 (:func:`~vad_inspection.vad.backbones.torch_feature_model`), frozen and always in evaluation mode;
 ``OCBE`` and ``D`` (together :class:`Student`) train in training mode and are exported in
 evaluation mode. The student's only input is the teacher's features, which do not change during
 training: they are computed once and kept when they fit in memory
-(:class:`~vad_inspection.vad.stfpm_train.TeacherFeatures`), so a training step runs no backbone at
-all, else they are recomputed for every batch.
+(:class:`~vad_inspection.vad.torch_training.TeacherFeatures`), so a training step runs no backbone
+at all, else they are recomputed for every batch.
 """
 
 from __future__ import annotations
 
-import io
-import math
-import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vad_inspection.progress import progress_bar
-from vad_inspection.vad import checkpoint
 from vad_inspection.vad.backbones import get_spec, torch_feature_model
-from vad_inspection.vad.cfa_train import _resumable_config
-from vad_inspection.vad.checkpoint import TrainState
 from vad_inspection.vad.rd4ad import GRAPH_OUTPUTS, RD4ADConfig
-from vad_inspection.vad.stfpm_train import TeacherFeatures, _batches, threads
-from vad_inspection.vad.trained_graph import GRAPH_INPUT
+from vad_inspection.vad.torch_training import CHECKPOINT as CHECKPOINT
+from vad_inspection.vad.torch_training import (
+    Run,
+    TeacherFeatures,
+    Training,
+    batches,
+    export_graph,
+    mean_loss,
+    torch_threads,
+)
 from vad_inspection.vad.vae import TrainingSummary
-from vad_inspection.vad.vae_train import held_out
 
-CHECKPOINT = "last.pt"
 #: Early stopping counts no epoch as bad before the student has taken this many optimiser steps,
 #: a guard against a held-out loss measured on a few images while the batch normalisation's
 #: running statistics still remember their initial values (as FastFlow's and CFA's). Unlike
@@ -261,27 +260,11 @@ class Scorer(nn.Module):
 
 def export_onnx(teacher: nn.Module, student: nn.Module, size: tuple[int, int]) -> bytes:
     """Teacher, ``OCBE``, decoder and the map as one ONNX graph with a dynamic batch."""
-    scorer = Scorer(teacher, student, size).eval()
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        # The TorchScript exporter is deprecated but gives a plain static graph every ONNX Runtime
-        # runs (as for the backbones); the dynamo exporter needs onnxscript.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            scorer,
-            (torch.zeros(2, 3, *size),),
-            buffer,
-            input_names=[GRAPH_INPUT],
-            output_names=list(GRAPH_OUTPUTS),
-            dynamic_axes={name: {0: "batch"} for name in (GRAPH_INPUT, *GRAPH_OUTPUTS)},
-            opset_version=17,
-            dynamo=False,
-        )
-    return buffer.getvalue()
+    return export_graph(Scorer(teacher, student, size), (3, *size), GRAPH_OUTPUTS)
 
 
 # --------------------------------------------------------------------------------------------
-# Training loop
+# Training: the method's step (the loop: vad_inspection.vad.torch_training)
 # --------------------------------------------------------------------------------------------
 
 
@@ -298,60 +281,23 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
+def _batches(index: np.ndarray, size: int) -> list[np.ndarray]:
+    """Mini-batches; a last batch of one image (which batch norm cannot train on) is dropped."""
+    return batches(index, size, drop_single=True)
+
+
+def _loss(student: nn.Module, teacher: TeacherFeatures, part: np.ndarray) -> torch.Tensor:
+    """:func:`rd4ad_loss` of the training rows ``part``: the teacher's features and the
+    student's reconstruction of them."""
+    feats = teacher(part)
+    return rd4ad_loss(feats, student(feats))
+
+
 def evaluate_loss(
     student: nn.Module, teacher: TeacherFeatures, index: np.ndarray, size: int
 ) -> float:
     """Mean loss over the rows ``index`` of the training data, student in evaluation mode."""
-    student.eval()
-    total = 0.0
-    with torch.no_grad():
-        for part in (index[i : i + size] for i in range(0, len(index), size)):
-            feats = teacher(part)
-            total += float(rd4ad_loss(feats, student(feats))) * len(part)
-    return total / max(len(index), 1)
-
-
-def _train_epoch(
-    student: nn.Module, optimiser: torch.optim.Optimizer, teacher: TeacherFeatures,
-    train_index: np.ndarray, config: RD4ADConfig, epoch: int,
-) -> float:  # fmt: skip
-    """One pass over the training images in a seeded order (seeded per epoch, so a resumed run
-    draws the same batches as an uninterrupted one); the mean training loss."""
-    student.train()
-    rng = np.random.default_rng([config.seed, 2, epoch])
-    total, count = 0.0, 0
-    for part in _batches(rng.permutation(train_index), config.batch_size):
-        feats = teacher(part)
-        loss = rd4ad_loss(feats, student(feats))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        total += float(loss.detach()) * len(part)
-        count += len(part)
-    return total / max(count, 1)
-
-
-def _save_checkpoint(
-    path: Path, student: nn.Module, optimiser: torch.optim.Optimizer, state: TrainState,
-    config: RD4ADConfig, data: np.ndarray,
-) -> None:  # fmt: skip
-    checkpoint.save(path, _resumable_config(config), data, state, student=student.state_dict(),
-                    optimiser=optimiser.state_dict())  # fmt: skip
-
-
-def _load_checkpoint(
-    path: Path, student: nn.Module, optimiser: torch.optim.Optimizer, config: RD4ADConfig,
-    data: np.ndarray,
-) -> TrainState | None:  # fmt: skip
-    """Restore a checkpoint written for the same options (``sigma`` aside: it only smooths maps
-    after the graph) and data; None if there is none."""
-    found = checkpoint.load(path, _resumable_config(config), data)
-    if found is None:
-        return None
-    state, saved = found
-    student.load_state_dict(saved["student"])
-    optimiser.load_state_dict(saved["optimiser"])
-    return state
+    return mean_loss(student, index, size, lambda part: _loss(student, teacher, part))
 
 
 def train(data: np.ndarray, config: RD4ADConfig) -> TrainResult:
@@ -360,75 +306,39 @@ def train(data: np.ndarray, config: RD4ADConfig) -> TrainResult:
 
     Seeded: the same data, options and seed give the same student (one process, CPU). With
     ``config.checkpoint_dir`` the state is saved after every epoch and a later call with the same
-    options and data resumes from it (also after the run finished: it then only re-exports).
-    Torch threads: ``VAD_INSPECTION_THREADS`` when set, else two
-    (:func:`~vad_inspection.vad.stfpm_train.threads`).
+    options (``sigma`` aside: it only smooths maps after the graph) and data resumes from it (also
+    after the run finished: it then only re-exports). Torch threads:
+    :func:`~vad_inspection.vad.torch_training.threads`.
     """
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads())
-    try:
+    with torch_threads():
         return _train(np.ascontiguousarray(data, np.float32), config)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _train(data: np.ndarray, config: RD4ADConfig) -> TrainResult:
-    start = time.perf_counter()
-    train_index, val_index = held_out(len(data), config.val_fraction, config.seed)
+    run = Run(config, data)
     teacher_net = teacher_network(config)
     student = student_network(config)
     optimiser = torch.optim.Adam(
         student.parameters(), lr=config.lr, betas=(config.beta1, config.beta2)
     )
-    checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
-    state = checkpoint and _load_checkpoint(checkpoint, student, optimiser, config, data)
-    state = state or TrainState(history=[])
     teacher = TeacherFeatures(teacher_net, data, config.batch_size)
-    steps_per_epoch = len(_batches(train_index, config.batch_size))
-    epochs = progress_bar(
-        range(state.epoch, config.epochs), desc="RD4AD training", unit="epoch",
-        initial=state.epoch, total=config.epochs, enabled=config.progress,
-    )  # fmt: skip
-    for epoch in epochs:
-        if len(val_index) and state.bad_epochs >= config.patience:
-            break
-        train_loss = _train_epoch(student, optimiser, teacher, train_index, config, epoch)
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"RD4AD training diverged at epoch {epoch} (loss {train_loss}); lower lr"
-            )
-        val_loss = (
-            evaluate_loss(student, teacher, val_index, config.batch_size)
-            if len(val_index)
-            else train_loss
+    summary, history = run.fit(
+        Training(
+            title="RD4AD",
+            network=student,
+            parts={"student": student, "optimiser": optimiser},
+            batch_loss=lambda part, _: _loss(student, teacher, part),
+            held_out_loss=lambda index: evaluate_loss(student, teacher, index, config.batch_size),
+            warmup_steps=WARMUP_STEPS,
+            batches=_batches,
+            advice="lower lr",
         )
-        state.epoch = epoch + 1
-        if val_loss < state.best_val:
-            state.best_val, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
-            state.best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
-        elif state.epoch * steps_per_epoch >= WARMUP_STEPS:
-            state.bad_epochs += 1
-        state.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
-        epochs.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}", best=state.best_epoch)
-        if checkpoint:
-            _save_checkpoint(checkpoint, student, optimiser, state, config, data)
-    if state.best_state is not None:
-        student.load_state_dict(state.best_state)
-    student.eval()
-    summary = TrainingSummary(
-        epochs_run=state.epoch,
-        best_epoch=state.best_epoch,
-        best_val_loss=float(state.best_val),
-        seconds=time.perf_counter() - start,
-        train_images=len(train_index),
-        val_images=len(val_index),
-        stopped_early=state.epoch < config.epochs,
     )
     return TrainResult(
         teacher=teacher_net,
         student=student,
         onnx=export_onnx(teacher_net, student, config.size),
-        val_index=val_index,
+        val_index=run.val_index,
         summary=summary,
-        history=list(state.history),
+        history=history,
     )

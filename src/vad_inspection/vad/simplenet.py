@@ -78,12 +78,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vad_inspection.vad.backbones import RANDOM, get_spec
-from vad_inspection.vad.trained_graph import (
-    TrainedGraphModel,
-    config_from_dict,
-    config_to_dict,
-)
+from vad_inspection.vad.backbones import RANDOM
+from vad_inspection.vad.trained_graph import GraphConfig, TrainedGraphModel
 
 #: Names of the ONNX graph's input and output: ``map`` (N, H, W), ``-D(G_a(o))`` upsampled to the
 #: input size, before the Gaussian smoothing.
@@ -98,7 +94,7 @@ PREDICT_BATCH = 8
 
 
 @dataclass(frozen=True)
-class SimpleNetConfig:
+class SimpleNetConfig(GraphConfig):
     """Hyper-parameters, the paper's where the engine can afford them (see the module docstring).
 
     ``backbone`` (its three taps, concatenated, are the features), ``weights`` of the backbone
@@ -139,15 +135,7 @@ class SimpleNetConfig:
     checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
-        get_spec(self.backbone)  # an unknown backbone fails here, listing the known ones
-        object.__setattr__(self, "weights", str(self.weights))
-        size = tuple(int(s) for s in self.size)
-        object.__setattr__(self, "size", size)
-        if len(size) != 2 or min(size) < 16:
-            # the deepest tap has stride 16: smaller inputs leave it no grid
-            raise ValueError(
-                f"SimpleNetConfig.size must be (height, width) of at least 16 px; got {size}"
-            )
+        self.check_input()
         if self.noise_std <= 0 or self.hidden < 1 or self.sigma < 0:
             raise ValueError(
                 "noise_std must be positive, hidden at least 1, sigma non-negative; got "
@@ -159,11 +147,7 @@ class SimpleNetConfig:
             raise ValueError(
                 f"th_pos must be above th_neg; got th_pos={self.th_pos}, th_neg={self.th_neg}"
             )
-        if self.epochs < 0 or self.batch_size < 1 or self.patience < 1:
-            raise ValueError(
-                "epochs must be non-negative, batch_size and patience at least 1; got "
-                f"{self.epochs}, {self.batch_size}, {self.patience}"
-            )
+        self.check_loop()
         if min(self.adaptor_lr, self.discriminator_lr) <= 0:
             raise ValueError(
                 "adaptor_lr and discriminator_lr must be positive; got "
@@ -171,19 +155,11 @@ class SimpleNetConfig:
             )
         if min(self.adaptor_weight_decay, self.discriminator_weight_decay) < 0:
             raise ValueError("adaptor_weight_decay and discriminator_weight_decay must be >= 0")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
+        self.check_val_fraction()
 
     @property
     def head_seed(self) -> int:
         return self.seed + HEAD_SEED_OFFSET
-
-    def to_dict(self) -> dict[str, object]:
-        return config_to_dict(self)
-
-    @staticmethod
-    def from_dict(data: dict[str, object]) -> SimpleNetConfig:
-        return config_from_dict(SimpleNetConfig, data)
 
 
 class SimpleNet(TrainedGraphModel):

@@ -1,17 +1,19 @@
 """Training side (torch) of SimpleNet: the loss, the noise, the map, the adaptor and the
-discriminator, the training loop and the export.
+discriminator, their step and the export.
 
 Only :meth:`vad_inspection.vad.simplenet.SimpleNet.fit` imports this module; inference runs the
 exported ONNX graph without torch. The method and the paper's names are in
 :mod:`vad_inspection.vad.simplenet`: ``o`` a patch feature, ``G_a`` the feature adaptor,
 ``q = G_a(o)`` an adapted feature, ``epsilon`` the noise, ``q- = q + epsilon`` an anomalous
-feature, ``D_psi`` the discriminator, ``th+`` and ``th-`` the loss's margins.
+feature, ``D_psi`` the discriminator, ``th+`` and ``th-`` the loss's margins. The training loop,
+the checkpoints and the export are every torch-trained method's
+(:mod:`vad_inspection.vad.torch_training`).
 
 The patch features are CFA's (:class:`~vad_inspection.vad.cfa_train.PatchFeatures`: the frozen
 backbone's three taps, 3x3-averaged, on the first tap's grid, concatenated), built by CFA's own
 :func:`~vad_inspection.vad.cfa_train.feature_network`. They do not change during training, so
 they are computed once and kept when they fit in memory
-(:class:`~vad_inspection.vad.stfpm_train.TeacherFeatures`), else recomputed for every batch.
+(:class:`~vad_inspection.vad.torch_training.TeacherFeatures`), else recomputed for every batch.
 Their standardisation (:class:`Standardise`) is measured on the training images once, before
 training, and stays fixed; the adaptor and the discriminator train together, each with its own
 optimiser.
@@ -25,34 +27,33 @@ the held-out loss, the best epoch and early stopping are reproducible.
 
 from __future__ import annotations
 
-import io
-import math
-import time
-import warnings
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vad_inspection.progress import progress_bar
-from vad_inspection.vad import checkpoint
 from vad_inspection.vad.backbones import get_spec
 from vad_inspection.vad.cfa import CFAConfig
 from vad_inspection.vad.cfa_train import PatchFeatures, as_patches
 from vad_inspection.vad.cfa_train import anomaly_map as upsample
 from vad_inspection.vad.cfa_train import feature_network as cfa_feature_network
-from vad_inspection.vad.checkpoint import TrainState
 from vad_inspection.vad.simplenet import GRAPH_OUTPUTS, SimpleNetConfig
-from vad_inspection.vad.stfpm_train import TeacherFeatures, threads
-from vad_inspection.vad.trained_graph import GRAPH_INPUT
+from vad_inspection.vad.torch_training import CHECKPOINT as CHECKPOINT
+from vad_inspection.vad.torch_training import (
+    Run,
+    TeacherFeatures,
+    Training,
+    batches,
+    export_graph,
+    mean_loss,
+    torch_threads,
+)
 from vad_inspection.vad.vae import TrainingSummary
-from vad_inspection.vad.vae_train import held_out
 
-CHECKPOINT = "last.pt"
 #: Early stopping counts no epoch as bad before the networks have taken this many optimiser
 #: steps: the discriminator's batch normalisation evaluates with running statistics of momentum
 #: 0.1, which after 50 steps keep 0.9^50 (0.5 %) of their initial values; before that the
@@ -231,27 +232,11 @@ class Scorer(nn.Module):
 def export_onnx(features: nn.Module, heads: nn.ModuleDict, size: tuple[int, int]) -> bytes:
     """Backbone, aggregation, standardisation, adaptor, discriminator and upsampling as one
     ONNX graph with a dynamic batch (:class:`Scorer`)."""
-    scorer = Scorer(features, heads, size).eval()
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        # The TorchScript exporter is deprecated but gives a plain static graph every ONNX Runtime
-        # runs (as for the backbones); the dynamo exporter needs onnxscript.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            scorer,
-            (torch.zeros(2, 3, *size),),
-            buffer,
-            input_names=[GRAPH_INPUT],
-            output_names=list(GRAPH_OUTPUTS),
-            dynamic_axes={name: {0: "batch"} for name in (GRAPH_INPUT, *GRAPH_OUTPUTS)},
-            opset_version=17,
-            dynamo=False,
-        )
-    return buffer.getvalue()
+    return export_graph(Scorer(features, heads, size), (3, *size), GRAPH_OUTPUTS)
 
 
 # --------------------------------------------------------------------------------------------
-# Training loop
+# Training: the method's step (the loop: vad_inspection.vad.torch_training)
 # --------------------------------------------------------------------------------------------
 
 
@@ -273,7 +258,7 @@ def _batches(index: np.ndarray, size: int) -> list[np.ndarray]:
     """Mini-batches, a last batch of one image kept: the discriminator's batch normalisation
     runs over every position of the batch's normal and noised features (``2 h w`` rows even
     for one image)."""
-    return [index[i : i + size] for i in range(0, len(index), size)]
+    return batches(index, size)
 
 
 def _loss(
@@ -295,36 +280,11 @@ def evaluate_loss(
 ) -> float:
     """Mean loss over the rows ``index`` of the training data, in evaluation mode, with the
     held-out noise stream restarted at every call (the same noise for every epoch's networks)."""
-    heads.eval()
     generator = noise_generator(config.seed, HELD_OUT_NOISE_STREAM)
-    total = 0.0
-    with torch.no_grad():
-        for part in _batches(index, config.batch_size):
-            total += float(_loss(heads, features(part)[0], generator, config)) * len(part)
-    return total / max(len(index), 1)
-
-
-def _train_epoch(
-    heads: nn.ModuleDict, optimisers: list[torch.optim.Optimizer], features: TeacherFeatures,
-    train_index: np.ndarray, config: SimpleNetConfig, epoch: int,
-) -> float:  # fmt: skip
-    """One pass over the training images in a seeded order with seeded noise (both seeded per
-    epoch, so a resumed run draws the same batches and noise as an uninterrupted one); the mean
-    training loss. Adaptor and discriminator step together on the same loss."""
-    heads.train()
-    rng = np.random.default_rng([config.seed, 2, epoch])
-    generator = noise_generator(config.seed, TRAIN_NOISE_STREAM, epoch)
-    total, count = 0.0, 0
-    for part in _batches(rng.permutation(train_index), config.batch_size):
-        loss = _loss(heads, features(part)[0], generator, config)
-        for optimiser in optimisers:
-            optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        for optimiser in optimisers:
-            optimiser.step()
-        total += float(loss.detach()) * len(part)
-        count += len(part)
-    return total / max(count, 1)
+    return mean_loss(
+        heads, index, config.batch_size,
+        lambda part: _loss(heads, features(part)[0], generator, config),
+    )  # fmt: skip
 
 
 def _optimisers(heads: nn.ModuleDict, config: SimpleNetConfig) -> list[torch.optim.Optimizer]:
@@ -341,110 +301,57 @@ def _optimisers(heads: nn.ModuleDict, config: SimpleNetConfig) -> list[torch.opt
     ]  # fmt: skip
 
 
-def _resumable_config(config: SimpleNetConfig) -> dict[str, object]:
-    """The options a checkpoint must match to be resumed (not epochs, patience, smoothing or
-    display)."""
-    ignored = {"progress", "checkpoint_dir", "epochs", "patience", "sigma"}
-    return {k: v for k, v in config.to_dict().items() if k not in ignored}
-
-
-def _save_checkpoint(
-    path: Path, heads: nn.ModuleDict, optimisers: list[torch.optim.Optimizer], state: TrainState,
-    config: SimpleNetConfig, data: np.ndarray,
-) -> None:  # fmt: skip
-    checkpoint.save(path, _resumable_config(config), data, state, heads=heads.state_dict(),
-                    adaptor_optimiser=optimisers[0].state_dict(),
-                    discriminator_optimiser=optimisers[1].state_dict())  # fmt: skip
-
-
-def _load_checkpoint(
-    path: Path, heads: nn.ModuleDict, optimisers: list[torch.optim.Optimizer],
-    config: SimpleNetConfig, data: np.ndarray,
-) -> TrainState | None:  # fmt: skip
-    """Restore a checkpoint written for the same options and data; None if there is none. No
-    noise state: the noise is derived from the seed and the epoch."""
-    found = checkpoint.load(path, _resumable_config(config), data)
-    if found is None:
-        return None
-    state, saved = found
-    heads.load_state_dict(saved["heads"])
-    optimisers[0].load_state_dict(saved["adaptor_optimiser"])
-    optimisers[1].load_state_dict(saved["discriminator_optimiser"])
-    return state
-
-
 def train(data: np.ndarray, config: SimpleNetConfig) -> TrainResult:
     """Train the adaptor and the discriminator on ImageNet-normalised images ``(N, 3, H, W)``;
     export to ONNX.
 
     Seeded: the same data, options and seed give the same networks (one process, CPU). With
     ``config.checkpoint_dir`` the state is saved after every epoch and a later call with the same
-    options and data resumes from it (also after the run finished: it then only re-exports).
-    Torch threads: ``VAD_INSPECTION_THREADS`` when set, else two
-    (:func:`~vad_inspection.vad.stfpm_train.threads`).
+    options and data resumes from it (also after the run finished: it then only re-exports). No
+    noise state is saved: the noise is derived from the seed and the epoch. Torch threads:
+    :func:`~vad_inspection.vad.torch_training.threads`.
     """
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads())
-    try:
+    with torch_threads():
         return _train(np.ascontiguousarray(data, np.float32), config)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _train(data: np.ndarray, config: SimpleNetConfig) -> TrainResult:
-    start = time.perf_counter()
-    train_index, val_index = held_out(len(data), config.val_fraction, config.seed)
+    run = Run(config, data)
     feature_net = feature_network(config)
     features = TeacherFeatures(feature_net, data, config.batch_size)
-    heads = head_networks(config, standardise_network(features, train_index, config.batch_size))
-    optimisers = _optimisers(heads, config)
-    checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
-    state = checkpoint and _load_checkpoint(checkpoint, heads, optimisers, config, data)
-    state = state or TrainState(history=[])
-    steps_per_epoch = len(_batches(train_index, config.batch_size))
-    epochs = progress_bar(
-        range(state.epoch, config.epochs), desc="SimpleNet training", unit="epoch",
-        initial=state.epoch, total=config.epochs, enabled=config.progress,
-    )  # fmt: skip
-    for epoch in epochs:
-        if len(val_index) and state.bad_epochs >= config.patience:
-            break
-        train_loss = _train_epoch(heads, optimisers, features, train_index, config, epoch)
-        val_loss = (
-            evaluate_loss(heads, features, val_index, config) if len(val_index) else train_loss
+    heads = head_networks(config, standardise_network(features, run.train_index, config.batch_size))
+    adaptor_optimiser, discriminator_optimiser = _optimisers(heads, config)
+
+    @functools.cache
+    def epoch_noise(epoch: int) -> torch.Generator:
+        """The noise of a training epoch, from its own generator (seeded per epoch, so a resumed
+        run draws the noise an uninterrupted one draws)."""
+        return noise_generator(config.seed, TRAIN_NOISE_STREAM, epoch)
+
+    summary, history = run.fit(
+        Training(
+            title="SimpleNet",
+            network=heads,
+            # adaptor and discriminator step together on the same loss, each with its optimiser
+            parts={
+                "heads": heads,
+                "adaptor_optimiser": adaptor_optimiser,
+                "discriminator_optimiser": discriminator_optimiser,
+            },
+            batch_loss=lambda part, epoch: _loss(
+                heads, features(part)[0], epoch_noise(epoch.index), config
+            ),
+            held_out_loss=lambda index: evaluate_loss(heads, features, index, config),
+            warmup_steps=WARMUP_STEPS,
+            batches=_batches,
+            advice="lower the learning rates",
         )
-        if not math.isfinite(train_loss):
-            raise FloatingPointError(
-                f"SimpleNet training diverged at epoch {epoch} (loss {train_loss}); lower the "
-                "learning rates"
-            )
-        state.epoch = epoch + 1
-        if val_loss < state.best_val:
-            state.best_val, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
-            state.best_state = {k: v.detach().clone() for k, v in heads.state_dict().items()}
-        elif state.epoch * steps_per_epoch >= WARMUP_STEPS:
-            state.bad_epochs += 1
-        state.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
-        epochs.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}", best=state.best_epoch)
-        if checkpoint:
-            _save_checkpoint(checkpoint, heads, optimisers, state, config, data)
-    if state.best_state is not None:
-        heads.load_state_dict(state.best_state)
-    heads.eval()
-    summary = TrainingSummary(
-        epochs_run=state.epoch,
-        best_epoch=state.best_epoch,
-        best_val_loss=float(state.best_val),
-        seconds=time.perf_counter() - start,
-        train_images=len(train_index),
-        val_images=len(val_index),
-        stopped_early=state.epoch < config.epochs,
     )
     return TrainResult(
         features=feature_net,
         heads=heads,
         onnx=export_onnx(feature_net, heads, config.size),
-        val_index=val_index,
+        val_index=run.val_index,
         summary=summary,
-        history=list(state.history),
+        history=history,
     )

@@ -41,12 +41,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from vad_inspection.vad.backbones import RANDOM, get_spec
-from vad_inspection.vad.trained_graph import (
-    TrainedGraphModel,
-    config_from_dict,
-    config_to_dict,
-)
+from vad_inspection.vad.backbones import RANDOM
+from vad_inspection.vad.trained_graph import GraphConfig, TrainedGraphModel
 
 #: Names of the ONNX graph's input and outputs (the contract between training and inference):
 #: ``map`` (N, H, W), the product of the upsampled distance maps; ``score`` (N,), its maximum.
@@ -61,7 +57,7 @@ PREDICT_BATCH = 8
 
 
 @dataclass(frozen=True)
-class STFPMConfig:
+class STFPMConfig(GraphConfig):
     """Hyper-parameters, the paper's where the engine can afford them (see the module docstring).
 
     ``backbone`` (teacher and student architecture; its three taps are the pyramid levels),
@@ -94,36 +90,15 @@ class STFPMConfig:
     checkpoint_dir: str | None = None
 
     def __post_init__(self) -> None:
-        get_spec(self.backbone)  # an unknown backbone fails here, listing the known ones
-        object.__setattr__(self, "weights", str(self.weights))
-        size = tuple(int(s) for s in self.size)
-        object.__setattr__(self, "size", size)
-        if len(size) != 2 or min(size) < 16:
-            # the deepest level has stride 16: smaller inputs leave it no grid
-            raise ValueError(
-                f"STFPMConfig.size must be (height, width) of at least 16 px; got {size}"
-            )
-        if self.epochs < 0 or self.batch_size < 2 or self.patience < 1:
-            raise ValueError(
-                "epochs must be non-negative, batch_size at least 2 (batch normalisation trains "
-                f"on batch statistics) and patience at least 1; got {self.epochs}, "
-                f"{self.batch_size}, {self.patience}"
-            )
+        self.check_input()
+        self.check_loop(batch_norm=True)
         if self.lr <= 0 or self.momentum < 0 or self.weight_decay < 0:
             raise ValueError("lr must be positive, momentum and weight_decay non-negative")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
+        self.check_val_fraction()
 
     @property
     def student_seed(self) -> int:
         return self.seed + STUDENT_SEED_OFFSET
-
-    def to_dict(self) -> dict[str, object]:
-        return config_to_dict(self)
-
-    @staticmethod
-    def from_dict(data: dict[str, object]) -> STFPMConfig:
-        return config_from_dict(STFPMConfig, data)
 
 
 class STFPM(TrainedGraphModel):

@@ -1,47 +1,45 @@
-"""Training side (torch) of STFPM: the loss, the student's training loop, the export.
+"""Training side (torch) of STFPM: the loss, the networks, the student's step, the export.
 
 Only :meth:`vad_inspection.vad.stfpm.STFPM.fit` imports this module; inference runs the exported
 ONNX graph without torch. The method and the paper's names are in :mod:`vad_inspection.vad.stfpm`:
-``F_hat`` the channel-normalised features, ``Omega^l`` the distance map of level ``l``.
+``F_hat`` the channel-normalised features, ``Omega^l`` the distance map of level ``l``. The
+training loop, the checkpoints and the export are every torch-trained method's
+(:mod:`vad_inspection.vad.torch_training`).
 
 Teacher and student are the backbone cut at its three taps
 (:func:`~vad_inspection.vad.backbones.torch_feature_model`). The teacher is frozen and always in
 evaluation mode (batch normalisation from its running statistics); the student trains in training
 mode and is exported in evaluation mode. The teacher's features of the training images do not
-change, so they are computed once and kept when they fit in :data:`TEACHER_CACHE_BYTES` (about a
-quarter of a training step's cost saved), else recomputed for every batch.
+change, so they are computed once and kept when they fit in memory
+(:class:`~vad_inspection.vad.torch_training.TeacherFeatures`: about a quarter of a training step's
+cost saved), else recomputed for every batch.
 """
 
 from __future__ import annotations
 
-import io
-import os
-import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vad_inspection.progress import progress_bar
-from vad_inspection.vad import checkpoint
 from vad_inspection.vad.backbones import RANDOM, torch_feature_model
-from vad_inspection.vad.checkpoint import TrainState
 from vad_inspection.vad.stfpm import GRAPH_OUTPUTS, STFPMConfig
-from vad_inspection.vad.trained_graph import GRAPH_INPUT
+from vad_inspection.vad.torch_training import CHECKPOINT as CHECKPOINT
+from vad_inspection.vad.torch_training import (
+    Run,
+    TeacherFeatures,
+    Training,
+    batches,
+    export_graph,
+    mean_loss,
+    torch_threads,
+)
+from vad_inspection.vad.torch_training import threads as threads
 from vad_inspection.vad.vae import TrainingSummary
-from vad_inspection.vad.vae_train import held_out
 
-#: Threads for training unless ``VAD_INSPECTION_THREADS`` says otherwise (:func:`threads`): the
-#: development machines have two cores, shared.
-TORCH_THREADS = 2
-CHECKPOINT = "last.pt"
-#: Memory the teacher's features of all training images may take to be computed only once.
-TEACHER_CACHE_BYTES = 512 * 2**20
 #: Early stopping counts no epoch as bad before the student has taken this many optimiser steps.
 #: Until then its batch normalisation's running statistics (momentum 0.1: what evaluation mode
 #: uses) still remember their initial values, so the held-out loss rises for a few epochs before
@@ -127,53 +125,12 @@ class Scorer(nn.Module):
 
 def export_onnx(teacher: nn.Module, student: nn.Module, size: tuple[int, int]) -> bytes:
     """Teacher, student and scoring as one ONNX graph with a dynamic batch (:class:`Scorer`)."""
-    scorer = Scorer(teacher, student, size).eval()
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        # The TorchScript exporter is deprecated but gives a plain static graph every ONNX Runtime
-        # runs (as for the backbones); the dynamo exporter needs onnxscript.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            scorer,
-            (torch.zeros(2, 3, *size),),
-            buffer,
-            input_names=[GRAPH_INPUT],
-            output_names=list(GRAPH_OUTPUTS),
-            dynamic_axes={name: {0: "batch"} for name in (GRAPH_INPUT, *GRAPH_OUTPUTS)},
-            opset_version=17,
-            dynamo=False,
-        )
-    return buffer.getvalue()
+    return export_graph(Scorer(teacher, student, size), (3, *size), GRAPH_OUTPUTS)
 
 
 # --------------------------------------------------------------------------------------------
-# Training loop
+# Training: the method's step (the loop: vad_inspection.vad.torch_training)
 # --------------------------------------------------------------------------------------------
-
-
-class TeacherFeatures:
-    """The teacher's pyramid for rows of the training data: computed once and kept when small
-    enough (:data:`TEACHER_CACHE_BYTES`), otherwise per request."""
-
-    def __init__(self, teacher: nn.Module, data: np.ndarray, batch_size: int) -> None:
-        self.teacher = teacher
-        self.data = data
-        self.cache: list[torch.Tensor] | None = None
-        probe = self._run(data[:1])
-        per_image = sum(f[0].numel() * f.element_size() for f in probe)
-        if per_image * len(data) <= TEACHER_CACHE_BYTES:
-            parts = [self._run(data[i : i + batch_size]) for i in range(0, len(data), batch_size)]
-            self.cache = [torch.cat(level) for level in zip(*parts, strict=True)]
-
-    def _run(self, rows: np.ndarray) -> tuple[torch.Tensor, ...]:
-        with torch.no_grad():
-            return tuple(self.teacher(torch.from_numpy(np.ascontiguousarray(rows))))
-
-    def __call__(self, index: np.ndarray) -> tuple[torch.Tensor, ...]:
-        if self.cache is None:
-            return self._run(self.data[index])
-        rows = torch.from_numpy(np.asarray(index, dtype=np.int64))
-        return tuple(level[rows] for level in self.cache)
 
 
 @dataclass
@@ -191,77 +148,22 @@ class TrainResult:
 
 def _batches(index: np.ndarray, size: int) -> list[np.ndarray]:
     """Mini-batches; a last batch of one image (which batch norm cannot train on) is dropped."""
-    parts = [index[i : i + size] for i in range(0, len(index), size)]
-    return [p for p in parts if len(p) > 1 or len(index) == 1]
+    return batches(index, size, drop_single=True)
+
+
+def _loss(
+    student: nn.Module, teacher: TeacherFeatures, data: np.ndarray, part: np.ndarray
+) -> torch.Tensor:
+    """:func:`stfpm_loss` of the rows ``part`` of ``data``."""
+    x = torch.from_numpy(np.ascontiguousarray(data[part]))
+    return stfpm_loss(teacher(part), student(x))
 
 
 def evaluate_loss(
     student: nn.Module, teacher: TeacherFeatures, data: np.ndarray, index: np.ndarray, size: int
 ) -> float:
     """Mean loss over the rows ``index`` of ``data``, student in evaluation mode."""
-    student.eval()
-    total = 0.0
-    with torch.no_grad():
-        for part in (index[i : i + size] for i in range(0, len(index), size)):
-            x = torch.from_numpy(np.ascontiguousarray(data[part]))
-            total += float(stfpm_loss(teacher(part), student(x))) * len(part)
-    return total / max(len(index), 1)
-
-
-def _train_epoch(
-    student: nn.Module, optimiser: torch.optim.Optimizer, teacher: TeacherFeatures,
-    data: np.ndarray, train_index: np.ndarray, config: STFPMConfig, epoch: int,
-) -> float:  # fmt: skip
-    """One pass over the training images in a seeded order (seeded per epoch, so a resumed run
-    draws the same batches as an uninterrupted one); the mean training loss."""
-    student.train()
-    rng = np.random.default_rng([config.seed, 2, epoch])
-    total, count = 0.0, 0
-    for part in _batches(rng.permutation(train_index), config.batch_size):
-        x = torch.from_numpy(np.ascontiguousarray(data[part]))
-        loss = stfpm_loss(teacher(part), student(x))
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        total += float(loss.detach()) * len(part)
-        count += len(part)
-    return total / max(count, 1)
-
-
-def _resumable_config(config: STFPMConfig) -> dict[str, object]:
-    """The options a checkpoint must match to be resumed (not epochs, patience or display)."""
-    ignored = {"progress", "checkpoint_dir", "epochs", "patience"}
-    return {k: v for k, v in config.to_dict().items() if k not in ignored}
-
-
-def _save_checkpoint(
-    path: Path, student: nn.Module, optimiser: torch.optim.Optimizer, state: TrainState,
-    config: STFPMConfig, data: np.ndarray,
-) -> None:  # fmt: skip
-    checkpoint.save(path, _resumable_config(config), data, state, student=student.state_dict(),
-                    optimiser=optimiser.state_dict())  # fmt: skip
-
-
-def _load_checkpoint(
-    path: Path, student: nn.Module, optimiser: torch.optim.Optimizer, config: STFPMConfig,
-    data: np.ndarray,
-) -> TrainState | None:  # fmt: skip
-    """Restore a checkpoint written for the same options and data; None if there is none."""
-    found = checkpoint.load(path, _resumable_config(config), data)
-    if found is None:
-        return None
-    state, saved = found
-    student.load_state_dict(saved["student"])
-    optimiser.load_state_dict(saved["optimiser"])
-    return state
-
-
-def threads() -> int:
-    """Torch threads for training: ``VAD_INSPECTION_THREADS`` when set (the variable that also
-    sizes ONNX Runtime sessions, :func:`~vad_inspection.vad.features.make_session`), else
-    :data:`TORCH_THREADS`. On cores busy with other work every parallel region waits for a
-    descheduled thread: 3 epochs on 8 images of 32 px took 26 s with 2 threads, 1.0 s with 1."""
-    return int(os.environ.get("VAD_INSPECTION_THREADS", "0")) or TORCH_THREADS
+    return mean_loss(student, index, size, lambda part: _loss(student, teacher, data, part))
 
 
 def train(data: np.ndarray, config: STFPMConfig) -> TrainResult:
@@ -270,69 +172,39 @@ def train(data: np.ndarray, config: STFPMConfig) -> TrainResult:
     Seeded: the same data, options and seed give the same student (one process, CPU). With
     ``config.checkpoint_dir`` the state is saved after every epoch and a later call with the same
     options and data resumes from it (also after the run finished: it then only re-exports).
+    Torch threads: :func:`~vad_inspection.vad.torch_training.threads`.
     """
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(threads())
-    try:
+    with torch_threads():
         return _train(np.ascontiguousarray(data, np.float32), config)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _train(data: np.ndarray, config: STFPMConfig) -> TrainResult:
-    start = time.perf_counter()
-    train_index, val_index = held_out(len(data), config.val_fraction, config.seed)
+    run = Run(config, data)
     teacher_net = teacher_network(config)
     student = student_network(config)  # seeds torch with the student's seed before initialising
     optimiser = torch.optim.SGD(
         student.parameters(), lr=config.lr, momentum=config.momentum,
         weight_decay=config.weight_decay,
     )  # fmt: skip
-    checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
-    state = checkpoint and _load_checkpoint(checkpoint, student, optimiser, config, data)
-    state = state or TrainState(history=[])
     teacher = TeacherFeatures(teacher_net, data, config.batch_size)
-    steps_per_epoch = len(_batches(train_index, config.batch_size))
-    epochs = progress_bar(
-        range(state.epoch, config.epochs), desc="STFPM training", unit="epoch",
-        initial=state.epoch, total=config.epochs, enabled=config.progress,
-    )  # fmt: skip
-    for epoch in epochs:
-        if len(val_index) and state.bad_epochs >= config.patience:
-            break
-        train_loss = _train_epoch(student, optimiser, teacher, data, train_index, config, epoch)
-        val_loss = (
-            evaluate_loss(student, teacher, data, val_index, config.batch_size)
-            if len(val_index)
-            else train_loss
+    summary, history = run.fit(
+        Training(
+            title="STFPM",
+            network=student,
+            parts={"student": student, "optimiser": optimiser},
+            batch_loss=lambda part, _: _loss(student, teacher, data, part),
+            held_out_loss=lambda index: evaluate_loss(
+                student, teacher, data, index, config.batch_size
+            ),
+            warmup_steps=WARMUP_STEPS,
+            batches=_batches,
         )
-        state.epoch = epoch + 1
-        if val_loss < state.best_val:
-            state.best_val, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
-            state.best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
-        elif state.epoch * steps_per_epoch >= WARMUP_STEPS:
-            state.bad_epochs += 1
-        state.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss})
-        epochs.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}", best=state.best_epoch)
-        if checkpoint:
-            _save_checkpoint(checkpoint, student, optimiser, state, config, data)
-    if state.best_state is not None:
-        student.load_state_dict(state.best_state)
-    student.eval()
-    summary = TrainingSummary(
-        epochs_run=state.epoch,
-        best_epoch=state.best_epoch,
-        best_val_loss=float(state.best_val),
-        seconds=time.perf_counter() - start,
-        train_images=len(train_index),
-        val_images=len(val_index),
-        stopped_early=state.epoch < config.epochs,
     )
     return TrainResult(
         teacher=teacher_net,
         student=student,
         onnx=export_onnx(teacher_net, student, config.size),
-        val_index=val_index,
+        val_index=run.val_index,
         summary=summary,
-        history=list(state.history),
+        history=history,
     )

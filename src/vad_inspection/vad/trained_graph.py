@@ -4,9 +4,10 @@ Runtime session, batched scoring, and the model file. A method says only what di
 and title, its config class, its training module, its graph's outputs and batch size, and whether
 the map is smoothed after the graph.
 
-Configs are frozen dataclasses with a ``size`` tuple; :func:`config_to_dict` and
-:func:`config_from_dict` store them in a model file (unknown keys ignored, so a file written by a
-later version with more options still loads).
+Configs are frozen dataclasses with a ``size`` tuple, built on :class:`GraphConfig` (the checks
+they share, the dict form); :func:`config_to_dict` and :func:`config_from_dict` store them in a
+model file (unknown keys ignored, so a file written by a later version with more options still
+loads).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import onnxruntime as ort
 
 from vad_inspection.progress import progress_bar
 from vad_inspection.vad.artifact import Artifact
+from vad_inspection.vad.backbones import get_spec
 from vad_inspection.vad.base import Prediction
 from vad_inspection.vad.features import make_session
 from vad_inspection.vad.ops import gaussian_blur
@@ -41,6 +43,51 @@ def config_from_dict(cls: type[C], data: dict[str, object]) -> C:
     values = {k: v for k, v in data.items() if k in known}
     values["size"] = tuple(values.get("size", (256, 256)))  # type: ignore[arg-type]
     return cls(**values)
+
+
+class GraphConfig:
+    """What the configs of these methods share: the checks of the backbone, the input size and
+    the training loop's options (each config's ``__post_init__`` calls them around its own), and
+    the dict form of a model file."""
+
+    def check_input(self) -> None:
+        """The backbone known (an unknown one fails here, listing the known ones), ``weights`` a
+        string, ``size`` (height, width) of at least 16 px: the deepest tap has stride 16, smaller
+        inputs leave it no grid."""
+        get_spec(self.backbone)
+        object.__setattr__(self, "weights", str(self.weights))
+        size = tuple(int(s) for s in self.size)
+        object.__setattr__(self, "size", size)
+        if len(size) != 2 or min(size) < 16:
+            raise ValueError(
+                f"{type(self).__name__}.size must be (height, width) of at least 16 px; got {size}"
+            )
+
+    def check_loop(self, batch_norm: bool = False) -> None:
+        """``epochs`` non-negative, ``batch_size`` and ``patience`` at least 1; with
+        ``batch_norm`` (a network that trains on batch statistics) ``batch_size`` at least 2."""
+        if batch_norm and (self.epochs < 0 or self.batch_size < 2 or self.patience < 1):
+            raise ValueError(
+                "epochs must be non-negative, batch_size at least 2 (batch normalisation trains "
+                f"on batch statistics) and patience at least 1; got {self.epochs}, "
+                f"{self.batch_size}, {self.patience}"
+            )
+        if self.epochs < 0 or self.batch_size < 1 or self.patience < 1:
+            raise ValueError(
+                "epochs must be non-negative, batch_size and patience at least 1; got "
+                f"{self.epochs}, {self.batch_size}, {self.patience}"
+            )
+
+    def check_val_fraction(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1); got {self.val_fraction}")
+
+    def to_dict(self) -> dict[str, object]:
+        return config_to_dict(self)
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, object]) -> C:
+        return config_from_dict(cls, data)
 
 
 class TrainedGraphModel:

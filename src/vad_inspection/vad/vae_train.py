@@ -1,4 +1,4 @@
-"""Training side (torch) of the crack paper's VAE: network, loss terms, Grad-CAM, loop, export.
+"""Training side (torch) of the crack paper's VAE: network, loss terms, Grad-CAM, step, export.
 
 Only :meth:`vad_inspection.vad.vae.VAE.fit` imports this module; inference runs the exported ONNX
 graph without torch.
@@ -29,30 +29,36 @@ The model (García-de-la-Puente et al., IDEAL 2023; after Liu et al., CVPR 2020)
 
 The ablation variants: ``vae_plain`` drops the constraint; ``ae`` also drops sampling and the KL
 term (``z = z_mu``). Grad-CAM is still computed (and exported) for both, unconstrained.
+
+The training loop, the checkpoints and the export are every torch-trained method's
+(:mod:`vad_inspection.vad.torch_training`).
 """
 
 from __future__ import annotations
 
-import io
 import math
-import time
-import warnings
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vad_inspection.progress import progress_bar
-from vad_inspection.vad import checkpoint
-from vad_inspection.vad.checkpoint import TrainState
+from vad_inspection.vad.torch_training import CHECKPOINT as CHECKPOINT
+from vad_inspection.vad.torch_training import (
+    Epoch,
+    Run,
+    Training,
+    batches,
+    export_graph,
+    held_out,
+    torch_threads,
+)
 from vad_inspection.vad.vae import GRAPH_INPUT, GRAPH_OUTPUTS, TrainingSummary, VAEConfig
 
-#: Threads for training: the development machines have two cores, shared.
+#: Threads for training: the development machines have two cores, shared. (Unlike the other
+#: torch-trained methods, not :func:`~vad_inspection.vad.torch_training.threads`.)
 TORCH_THREADS = 2
-CHECKPOINT = "last.pt"
 #: Bound of the latent log-variance (variances between e^-8 and e^8 cover any sensible posterior).
 LOGVAR_BOUND = 8.0
 
@@ -247,7 +253,7 @@ def loss_terms(
 
 
 # --------------------------------------------------------------------------------------------
-# Training loop
+# Training: the method's step (the loop: vad_inspection.vad.torch_training)
 # --------------------------------------------------------------------------------------------
 
 
@@ -268,20 +274,6 @@ class TrainResult:
     history: list[dict[str, float]]
 
 
-def held_out(count: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded split of ``count`` training images into (train, validation) index arrays.
-
-    The validation part stops training early and calibrates the thresholds; at least 2 images
-    when ``fraction > 0`` and there are enough, none otherwise.
-    """
-    n_val = round(count * fraction) if fraction > 0 else 0
-    if fraction > 0 and count >= 6:
-        n_val = max(2, n_val)
-    n_val = min(n_val, count - 2) if count > 2 else 0
-    order = np.random.default_rng([seed, 1]).permutation(count)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
 def augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Each image flipped and turned by a random one of the eight square symmetries."""
     out = np.empty_like(batch)
@@ -298,8 +290,7 @@ def augment(batch: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 def _batches(index: np.ndarray, size: int) -> list[np.ndarray]:
     """Mini-batches; a last batch of one image (which batch norm cannot train on) is dropped."""
-    parts = [index[i : i + size] for i in range(0, len(index), size)]
-    return [p for p in parts if len(p) > 1 or len(index) == 1]
+    return batches(index, size, drop_single=True)
 
 
 def evaluate_loss(net: ConvVAE, data: np.ndarray, config: VAEConfig) -> dict[str, float]:
@@ -323,29 +314,6 @@ def _resumable_config(config: VAEConfig) -> dict[str, object]:
     return {k: v for k, v in asdict(config).items() if k not in ignored}
 
 
-def _save_checkpoint(
-    path: Path, net: ConvVAE, optimiser: torch.optim.Optimizer, noise: torch.Generator,
-    state: TrainState, config: VAEConfig, data: np.ndarray,
-) -> None:  # fmt: skip
-    checkpoint.save(path, _resumable_config(config), data, state, model=net.state_dict(),
-                    optimiser=optimiser.state_dict(), noise=noise.get_state())  # fmt: skip
-
-
-def _load_checkpoint(
-    path: Path, net: ConvVAE, optimiser: torch.optim.Optimizer, noise: torch.Generator,
-    config: VAEConfig, data: np.ndarray,
-) -> TrainState | None:  # fmt: skip
-    """Restore a checkpoint written for the same options and data; None if there is none."""
-    found = checkpoint.load(path, _resumable_config(config), data)
-    if found is None:
-        return None
-    state, saved = found
-    net.load_state_dict(saved["model"])
-    optimiser.load_state_dict(saved["optimiser"])
-    noise.set_state(saved["noise"])
-    return state
-
-
 def train(data: np.ndarray, config: VAEConfig, groups: np.ndarray | None = None) -> TrainResult:
     """Train the configured variant on normalised images ``(N, C, H, W)``; export to ONNX.
 
@@ -361,12 +329,8 @@ def train(data: np.ndarray, config: VAEConfig, groups: np.ndarray | None = None)
     groups = np.arange(len(data)) if groups is None else np.asarray(groups)
     if groups.shape != (len(data),):
         raise ValueError(f"groups must have one entry per row ({len(data)}); got {groups.shape}")
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(TORCH_THREADS)
-    try:
+    with torch_threads(TORCH_THREADS):
         return _train(np.ascontiguousarray(data, np.float32), config, groups)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def _split(groups: np.ndarray, config: VAEConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -379,50 +343,35 @@ def _split(groups: np.ndarray, config: VAEConfig) -> tuple[np.ndarray, np.ndarra
 
 
 def _train(data: np.ndarray, config: VAEConfig, groups: np.ndarray) -> TrainResult:
-    start = time.perf_counter()
     train_index, val_index, val_groups = _split(groups, config)
+    run = Run(config, data, split=(train_index, val_index), options=_resumable_config(config))
     torch.manual_seed(config.seed)
     net = ConvVAE(config, data.shape[1])
     optimiser = torch.optim.Adam(net.parameters(), lr=config.lr)
     noise = torch.Generator().manual_seed(config.seed + 1)
-    checkpoint = Path(config.checkpoint_dir) / CHECKPOINT if config.checkpoint_dir else None
-    state = checkpoint and _load_checkpoint(checkpoint, net, optimiser, noise, config, data)
-    state = state or TrainState(history=[])
     val_data = data[val_index]
-    epochs = progress_bar(
-        range(state.epoch, config.epochs), desc=f"{config.variant} training", unit="epoch",
-        initial=state.epoch, total=config.epochs, enabled=config.progress,
-    )  # fmt: skip
-    for epoch in epochs:
-        if len(val_index) and state.bad_epochs >= config.patience:
-            break
-        train_loss = _train_epoch(net, optimiser, noise, data, train_index, config, epoch)
-        val_terms = evaluate_loss(net, val_data, config) if len(val_index) else {}
-        val_loss = val_terms.get("total", train_loss)
-        if val_loss < state.best_val:
-            state.best_val, state.best_epoch, state.bad_epochs = val_loss, epoch, 0
-            state.best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        else:
-            state.bad_epochs += 1
-        state.epoch = epoch + 1
-        state.history.append(
-            {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss}
-            | {f"val_{k}": v for k, v in val_terms.items() if k != "total"}
+
+    def batch_loss(part: np.ndarray, epoch: Epoch) -> torch.Tensor:
+        """The loss of a batch, augmented with the epoch's generator (which drew its order: a
+        resumed run draws the same batches and augmentations as an uninterrupted one)."""
+        batch = augment(data[part], epoch.rng) if config.augment else data[part]
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        return loss_terms(net, x, config, noise if config.variational else None)["total"]
+
+    summary, history = run.fit(
+        Training(
+            title=config.variant,
+            network=net,
+            parts={"model": net, "optimiser": optimiser, "noise": noise},
+            batch_loss=batch_loss,
+            held_out_loss=lambda _: evaluate_loss(net, val_data, config),
+            batches=_batches,
         )
-        epochs.set_postfix(train=f"{train_loss:.4g}", val=f"{val_loss:.4g}", best=state.best_epoch)
-        if checkpoint:
-            _save_checkpoint(checkpoint, net, optimiser, noise, state, config, data)
-    if state.best_state is not None:
-        net.load_state_dict(state.best_state)
-    net.eval()
-    summary = TrainingSummary(
-        epochs_run=state.epoch,
-        best_epoch=state.best_epoch,
-        best_val_loss=float(state.best_val),
-        seconds=time.perf_counter() - start,
+    )
+    summary = replace(
+        summary,
         train_images=len(np.unique(groups[train_index])),
         val_images=len(val_groups),
-        stopped_early=state.epoch < config.epochs,
         train_pieces=len(train_index),
         val_pieces=len(val_index),
     )
@@ -433,29 +382,8 @@ def _train(data: np.ndarray, config: VAEConfig, groups: np.ndarray) -> TrainResu
         val_index=val_index,
         val_groups=val_groups,
         summary=summary,
-        history=list(state.history),
+        history=history,
     )
-
-
-def _train_epoch(
-    net: ConvVAE, optimiser: torch.optim.Optimizer, noise: torch.Generator, data: np.ndarray,
-    train_index: np.ndarray, config: VAEConfig, epoch: int,
-) -> float:  # fmt: skip
-    """One pass over the training images; the shuffle and augmentation are seeded per epoch, so
-    a resumed run draws the same batches as an uninterrupted one."""
-    net.train()
-    rng = np.random.default_rng([config.seed, 2, epoch])
-    total, count = 0.0, 0
-    for part in _batches(rng.permutation(train_index), config.batch_size):
-        batch = augment(data[part], rng) if config.augment else data[part]
-        x = torch.from_numpy(np.ascontiguousarray(batch))
-        loss = loss_terms(net, x, config, noise if config.variational else None)["total"]
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
-        total += float(loss.detach()) * len(part)
-        count += len(part)
-    return total / max(count, 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -488,21 +416,5 @@ class Scorer(nn.Module):
 
 def export_onnx(net: ConvVAE) -> bytes:
     """The trained network as an ONNX graph (dynamic batch) with the outputs of :class:`Scorer`."""
-    scorer = Scorer(net).eval()
     channels = net.decoder.out.out_channels
-    buffer = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        # The TorchScript exporter is deprecated but gives a plain static graph every ONNX Runtime
-        # runs (as for the backbones); the dynamo exporter needs onnxscript.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(
-            scorer,
-            (torch.zeros(2, channels, *net.size),),
-            buffer,
-            input_names=[GRAPH_INPUT],
-            output_names=list(GRAPH_OUTPUTS),
-            dynamic_axes={name: {0: "batch"} for name in (GRAPH_INPUT, *GRAPH_OUTPUTS)},
-            opset_version=17,
-            dynamo=False,
-        )
-    return buffer.getvalue()
+    return export_graph(Scorer(net), (channels, *net.size), GRAPH_OUTPUTS, GRAPH_INPUT)
