@@ -14,11 +14,9 @@ largest value and 3e-4 relative on its smallest values, where anomalib's uncentr
 distances lose digits. A change of the method's arithmetic (an upsampling mode, a missing 1/2, a
 mean for a product, another clamp) moves the figures by 1e-2 or more.
 
-CFA's patch score differs from anomalib's on purpose (ours: ``softmin(d)_1 * d_1`` of squared
-distances; anomalib and the authors' code take their square roots first), so CFA is pinned
-against anomalib's own pipeline with only that score swapped (``squared_score``: anomalib's
-features, descriptor, memory bank, distances, upsampling and blur); the comparison with
-anomalib's own score is a strict expected failure, so that adopting its score shows up here.
+CFA scores, as anomalib and the authors' code, ``softmin(d)_1 * d_1`` of Euclidean distances
+(an earlier version used squared ones); the pin file also holds anomalib's pipeline with the
+squared score (``squared_score``), which ours must now no longer match.
 """
 
 from __future__ import annotations
@@ -117,9 +115,8 @@ def onnx_outputs(method: str, nets: dict, images: list[np.ndarray]) -> tuple:
 
 
 def reference(pinned: dict, method: str) -> tuple[np.ndarray, np.ndarray]:
-    """anomalib's figures to match: its own, or for CFA its pipeline with our squared score."""
+    """anomalib's own figures to match."""
     entry = pinned["methods"][method]
-    entry = entry["squared_score"] if method == "cfa" else entry
     return pins.decode(entry["scores"]), pins.decode(entry["maps"])
 
 
@@ -185,11 +182,8 @@ def test_pins_are_informative(pinned: dict) -> None:
         assert float(maps.std()) > 1e-3 * float(np.abs(maps).max()), method
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="our CFA scores squared distances; anomalib (and the authors' code) their square roots",
-)
-def test_cfa_matches_anomalib_own_score(nets: dict, images: list, pinned: dict) -> None:
-    entry = pinned["methods"]["cfa"]
+def test_cfa_no_longer_matches_the_squared_score(nets: dict, images: list, pinned: dict) -> None:
+    entry = pinned["methods"]["cfa"]["squared_score"]
     theirs = pins.decode(entry["scores"]), pins.decode(entry["maps"])
-    assert_close(torch_outputs("cfa", nets["cfa"], images), theirs)
+    with pytest.raises(AssertionError):
+        assert_close(torch_outputs("cfa", nets["cfa"], images), theirs)

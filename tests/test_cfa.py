@@ -59,9 +59,9 @@ def test_attraction_and_repulsion_by_hand() -> None:
 def test_patch_score_kmeans_and_squared_distances_by_hand() -> None:
     memory = torch.tensor([[0.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
     features = torch.tensor([[[[1.0]], [[0.0]]]])  # one patch at (1, 0)
-    # squared distances 1, 1, 10; K = 2: softmin(1, 1)_1 * 1 = 0.5; K = 3 adds exp(-10)
+    # distances 1, 1, sqrt(10); K = 2: softmin(1, 1)_1 * 1 = 0.5; K = 3 adds exp(-sqrt(10))
     assert float(T.patch_scores(features, memory, 2)) == pytest.approx(0.5, abs=1e-6)
-    w = math.exp(-1) / (2 * math.exp(-1) + math.exp(-10))
+    w = math.exp(-1) / (2 * math.exp(-1) + math.exp(-math.sqrt(10)))
     assert float(T.patch_scores(features, memory, 3)) == pytest.approx(w, abs=1e-6)
     assert float(T.patch_scores(features, memory, 1)) == pytest.approx(1.0, abs=1e-6)
     x = torch.randn(5, 4, generator=torch.Generator().manual_seed(0))

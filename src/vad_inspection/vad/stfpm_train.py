@@ -198,6 +198,7 @@ def _train(data: np.ndarray, config: STFPMConfig) -> TrainResult:
             ),
             warmup_steps=WARMUP_STEPS,
             batches=_batches,
+            sum_over_batch=True,  # as the authors' code and anomalib: lr 0.4 is for the sum
         )
     )
     return TrainResult(

@@ -191,7 +191,10 @@ class Training:
     named terms with their weighted ``"total"`` (the others go in the history as ``val_<name>``).
     No epoch counts towards early stopping before ``warmup_steps`` optimiser steps. ``batches``
     splits an epoch's order into mini-batches. With ``advice``, a training loss that is not
-    finite stops training with an error that names ``loss_name`` and gives the advice.
+    finite stops training with an error that names ``loss_name`` and gives the advice. With
+    ``sum_over_batch`` the gradient is that of the batch's *sum* (``batch_loss`` times the
+    batch's size; the history still records means), for a method whose reference code sums
+    and whose learning rate was chosen for that (STFPM).
     """
 
     title: str
@@ -203,6 +206,7 @@ class Training:
     batches: Callable[[np.ndarray, int], list[np.ndarray]] = batches
     advice: str | None = None
     loss_name: str = "loss"
+    sum_over_batch: bool = False
 
     @property
     def optimisers(self) -> list[torch.optim.Optimizer]:
@@ -321,7 +325,7 @@ class Run:
             loss = training.batch_loss(part, Epoch(epoch, rng))
             for optimiser in optimisers:
                 optimiser.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss * len(part) if training.sum_over_batch else loss).backward()
             for optimiser in optimisers:
                 optimiser.step()
             total += float(loss.detach()) * len(part)
