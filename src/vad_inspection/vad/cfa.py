@@ -24,10 +24,10 @@ The paper's steps, in order:
    for a larger ``radius`` or a negative ``alpha``.
 5. Inference: at each position the (Euclidean, as the authors' code and anomalib; not squared)
    distances to the ``K`` nearest centroids ``d_1 <= ... <= d_K``; the patch score is the
-   paper's ``softmin(d)_1 * d_1`` (the nearest distance weighted by its softmin weight over the ``K``: a patch close to one centroid but far
-   from the others, an ambiguous match, counts less than its bare distance). The map is
-   upsampled bilinearly to the input size and Gaussian-smoothed (``sigma``, 4), the image score
-   its maximum.
+   paper's ``softmin(d)_1 * d_1`` (the nearest distance weighted by its softmin weight over the
+   ``K``: a patch close to one centroid but far from the others, an ambiguous match, counts
+   less than its bare distance). The map is upsampled bilinearly to the input size and
+   Gaussian-smoothed (``sigma``, 4), the image score its maximum.
 
 Where the engine departs from the paper, and why:
 
