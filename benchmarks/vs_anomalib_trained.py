@@ -27,11 +27,6 @@ blob of flat material):
     ``--repeats`` fits per side, alternating, the fastest of each counted (other jobs share the
     cores).
 
-For STFPM, ours is also trained with anomalib's effective step (``lr * B``, ``weight_decay / B``:
-anomalib sums the loss over a batch of ``B`` images, ours averages), which makes the two SGD
-updates equal: its AUROC and its maps against anomalib's trained student separate the settings
-from the implementations.
-
 How the two sides are kept identical, and where they cannot be:
 
 * Backbone: our seeded random torchvision weights (no pretrained weights can be downloaded here)
@@ -43,18 +38,15 @@ How the two sides are kept identical, and where they cannot be:
   patched below); the weights are replaced by ours anyway.
 * Input: anomalib's own PreProcessor transform of the float images is checked to give our
   network input.
-* STFPM: same architecture, same map (product of the upsampled per-level distances) and score.
-  Training differs by anomalib's settings: its loss sums over the images of a batch where ours
-  averages (32 times larger gradients at batch 32, with the same lr 0.4), and its weight decay is
-  1e-3 where ours (the paper's) is 1e-4.
+* STFPM: same architecture, same map (product of the upsampled per-level distances) and score,
+  and the same step: SGD, lr 0.4, momentum 0.9, on the loss summed over the images of a batch
+  (as the authors' code). Training differs only by the weight decay, 1e-3 in anomalib where ours
+  is the paper's 1e-4, and by the epoch kept (below).
 * CFA: anomalib's descriptor is a CoordConv (two coordinate channels appended before the 1x1
   convolution); ours leaves them out. Our descriptor is copied into the first channels and the
   coordinate weights are set to zero, which makes the two equal for (a); in (b) anomalib trains
-  its coordinate weights from zero. The patch score differs: anomalib (as the authors' code)
-  takes the square root of the distances before ``softmin(d)_1 * d_1``; ours uses the squared
-  distances (``vad_inspection.vad.cfa``). So the maps of (a) are related but not equal; a second
-  row recomputes anomalib's map with the squared-distance score from anomalib's own distances,
-  showing that everything else (features, descriptor, memory bank, upsampling, blur) agrees.
+  its coordinate weights from zero. The patch score is the same on both sides:
+  ``softmin(d)_1 * d_1`` of the Euclidean (square-rooted) distances, as the authors' code.
   anomalib's distances are ``|f|^2 + |c|^2 - 2 f.c`` in float32 without our centring, and its
   optimiser is AdamW with ``amsgrad=True`` (ours without) and a loss 1000 times ours.
 * FastFlow: the flows can be made identical. FrEIA's ``AllInOneBlock`` (anomalib's copy, with
@@ -81,10 +73,11 @@ The weights are seeded random (the backbone's is what every method here runs on 
 pretrained weights can be downloaded): the AUROCs say whether the two sides learn alike on a task
 random features can solve, not how good either method is on real defects.
 
-``--pin`` writes ``tests/data/anomalib_pins.json`` instead: anomalib's scores and maps for the
-fixed tiny input and seeded weights of ``tests/anomalib_pins.py``, which
+``--pin`` writes ``tests/data/anomalib_pins.json`` instead (or ``--out``): anomalib's scores and
+maps for the fixed tiny input and seeded weights of ``tests/anomalib_pins.py``, which
 ``tests/test_anomalib_fidelity.py`` checks our torch modules and ONNX graphs against (without
-anomalib).
+anomalib); for CFA also anomalib's map with the squared-distance patch score our CFA used
+before, which the test checks ours no longer matches.
 
 Install (one environment holding both sides)::
 
@@ -113,7 +106,7 @@ import sys
 import time
 import types
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
@@ -358,9 +351,9 @@ class CfaBench(Bench):
 
 
 def squared_score_map(model: nn.Module, x: torch.Tensor, k: int) -> torch.Tensor:
-    """anomalib's CFA map with our patch score: ``softmin(d)_1 * d_1`` of the *squared* distances
-    (anomalib takes their square roots first). Everything else is anomalib's: its features,
-    descriptor, memory bank and distances, its upsampling and Gaussian blur."""
+    """anomalib's CFA map with the patch score our CFA used before: ``softmin(d)_1 * d_1`` of the
+    *squared* distances (anomalib, and ours now, take their square roots first). Everything else
+    is anomalib's. Only for the pins (``--pin``): the test checks ours no longer matches it."""
     with torch.no_grad():
         features = list(model.feature_extractor(x).values())
         target = model.descriptor(features)
@@ -618,7 +611,6 @@ class Row:
     theirs: Side
     fidelity: list[Fidelity]
     notes: list[str] = field(default_factory=list)
-    equivalent: dict | None = None  # STFPM: ours trained with anomalib's effective step
 
 
 def run(bench: Bench, backbone: str, data: Data, epochs: int, args) -> Row:
@@ -657,10 +649,6 @@ def run(bench: Bench, backbone: str, data: Data, epochs: int, args) -> Row:
     log(f"  fit ours {ours.fit_s:.1f} s, anomalib {theirs.fit_s:.1f} s; image AUROC ours "
         f"{ours.image_auroc:.3f} / {ours.subtle_image_auroc:.3f} (subtle), anomalib "
         f"{theirs.image_auroc:.3f} / {theirs.subtle_image_auroc:.3f}")  # fmt: skip
-    equivalent = None
-    if bench.key == "stfpm":
-        group = theirs_model.configure_optimizers().param_groups[0]
-        equivalent = stfpm_equivalent(config, group, data, theirs_test, theirs_subtle)
     del theirs_model
 
     # (a) our trained parts copied into a fresh anomalib model: same weights, same inputs
@@ -676,14 +664,7 @@ def run(bench: Bench, backbone: str, data: Data, epochs: int, args) -> Row:
             compare(f"{bench.title} {backbone}", label, mine, anomalib_predict(same, transform,
                     images, size))
         )  # fmt: skip
-        if bench.key == "cfa":
-            x = anomalib_input(images, transform)
-            maps = squared_score_map(same.model.eval(), x, config.k)[:, 0].numpy()
-            fidelity.append(
-                compare(f"{bench.title} {backbone}: anomalib's map with our squared-distance score",
-                        label, mine, (maps.max(axis=(1, 2)), maps), target=False)
-            )  # fmt: skip
-        f = next(f for f in reversed(fidelity) if f.target)
+        f = fidelity[-1]
         log(f"  fidelity on {label}: Spearman {f.spearman:.4f}, Pearson {f.pearson:.5f}")
     settings = {
         "size": size,
@@ -702,44 +683,7 @@ def run(bench: Bench, backbone: str, data: Data, epochs: int, args) -> Row:
     nan = sum(int((~np.isfinite(m)).sum()) for m in (theirs_test[1], theirs_subtle[1]))
     if nan:
         notes.append(f"anomalib's test maps hold {nan} non-finite values")
-    return Row(bench.title, backbone, settings, ours, theirs, fidelity, notes, equivalent)
-
-
-def stfpm_equivalent(
-    config: STFPMConfig, group: dict, data: Data, theirs_test: tuple, theirs_subtle: tuple
-) -> dict | None:
-    """Our STFPM trained with the step anomalib's settings take: its loss is summed over a
-    batch of ``B`` images where ours is averaged, so ``lr * B`` and ``weight_decay / B`` (same
-    momentum) make our SGD updates equal to its updates, batch for batch (all batches full).
-    Its AUROC next to anomalib's, and its maps against those of anomalib's trained student,
-    separate the implementations from the settings."""
-    b = config.batch_size
-    if len(data.train) % b:
-        return None
-    same_step = replace(
-        config, lr=group["lr"] * b, weight_decay=group["weight_decay"] / b,
-        momentum=group["momentum"],
-    )  # fmt: skip
-    model = STFPM(same_step)
-    model.fit(data.train)
-    side = Side(fit_s=float("nan"), train_s=model.summary.seconds)
-    test = ours_predict(model, data.test)
-    side.score(data, test, ours_predict(model, data.subtle))
-    fidelity = compare(
-        f"STFPM {config.backbone}: ours trained with anomalib's step vs anomalib trained",
-        "synthetic test", test, theirs_test, target=False,
-    )  # fmt: skip
-    log(f"  ours with anomalib's step (lr {same_step.lr:g}, wd {same_step.weight_decay:g}): "
-        f"image AUROC {side.image_auroc:.3f} / {side.subtle_image_auroc:.3f} (subtle); vs "
-        f"anomalib's trained: Pearson {fidelity.pearson:.4f}")  # fmt: skip
-    return {
-        "lr": same_step.lr,
-        "weight_decay": same_step.weight_decay,
-        "momentum": same_step.momentum,
-        "side": side,
-        "fidelity": fidelity,
-        "best_epoch": model.summary.best_epoch,
-    }
+    return Row(bench.title, backbone, settings, ours, theirs, fidelity, notes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -748,7 +692,7 @@ def stfpm_equivalent(
 
 
 OPTIMISERS = {
-    "STFPM": ("SGD lr 0.4, momentum 0.9, wd 1e-4; loss averaged over the batch",
+    "STFPM": ("SGD lr 0.4, momentum 0.9, wd 1e-4; loss summed over the batch",
               "SGD lr 0.4, momentum 0.9, wd 1e-3; loss summed over the batch"),
     "CFA": ("AdamW lr 1e-3, wd 5e-4",
             "AdamW lr 1e-3, wd 5e-4, amsgrad; loss x1000; CoordConv descriptor"),
@@ -848,32 +792,6 @@ def report(rows: list[Row], args, data: Data, started: float, command: str) -> s
                 f"| {f.name} | {f.data} | {f.n} | {f.spearman:.4f} | {f.pearson:.5f} | "
                 f"{f.score_diff:.1e} | {f.map_diff:.1e} | {met} |"
             )
-    equivalent = [r for r in rows if r.equivalent]
-    if equivalent:
-        lines += [
-            "",
-            "## STFPM: ours trained with anomalib's effective step",
-            "",
-            "anomalib sums STFPM's loss over the images of a batch where ours averages it, so at "
-            "the same lr its SGD steps are batch-size times larger. Ours trained again with "
-            "`lr * B` and `weight_decay / B` (B the batch size; every batch full) takes "
-            "anomalib's steps exactly; compared with anomalib's trained student (both trained "
-            "independently from the same initialisation) and with the AUROC above.",
-            "",
-            "| backbone | lr, wd | image AUROC: ours, same step / anomalib | subtle: image AUROC "
-            "| pixel AUROC | Spearman / Pearson vs anomalib's trained | ours best epoch |",
-            "|---|---|---|---|---|---|---:|",
-        ]
-        for row in equivalent:
-            e, t = row.equivalent, row.theirs
-            side, f = e["side"], e["fidelity"]
-            lines.append(
-                f"| {row.backbone} | {e['lr']:g}, {e['weight_decay']:g} | "
-                f"{fmt(side.image_auroc)} / {fmt(t.image_auroc)} | "
-                f"{fmt(side.subtle_image_auroc)} / {fmt(t.subtle_image_auroc)} | "
-                f"{fmt(side.pixel_auroc)} / {fmt(t.pixel_auroc)} | "
-                f"{f.spearman:.4f} / {f.pearson:.4f} | {e['best_epoch']} |"
-            )
     lines += ["", "## What differs between the two sides", ""]
     lines += [f"- {d}" for d in DIFFERENCES]
     notes = [f"{r.method} {r.backbone}: {n}" for r in rows for n in r.notes]
@@ -885,15 +803,13 @@ def report(rows: list[Row], args, data: Data, started: float, command: str) -> s
 DIFFERENCES = [
     "All: ours trains on all images (`val_fraction=0`) for all epochs and keeps the epoch of "
     "the lowest training loss; anomalib keeps the last epoch.",
-    "STFPM: identical networks, map and score. anomalib's loss sums over the images of a batch "
-    "(ours averages: its steps are batch-size times larger at the same lr 0.4) and its weight "
-    "decay is 1e-3 (ours 1e-4, the paper's).",
+    "STFPM: identical networks, map and score, and the same step (SGD lr 0.4, momentum 0.9, on "
+    "the loss summed over the images of a batch); anomalib's weight decay is 1e-3 (ours 1e-4, "
+    "the paper's).",
     "CFA: anomalib's descriptor is a CoordConv (two coordinate channels; zero weights when ours "
-    "is copied in, trained from zero in (b)); anomalib's patch score is `softmin(d)_1 * d_1` of "
-    "Euclidean distances (square roots, as the authors' code), ours of squared distances -- the "
-    "reason (a) is not exact for CFA; the diagnostic row (anomalib's own distances with the "
-    "squared score) shows the rest agrees. anomalib computes distances without centring "
-    "(float32 cancellation) and uses AdamW with amsgrad and a loss x1000.",
+    "is copied in, trained from zero in (b)). Same patch score: `softmin(d)_1 * d_1` of Euclidean "
+    "distances (as the authors' code). anomalib computes distances without centring (float32 "
+    "cancellation) and uses AdamW with amsgrad and a loss x1000.",
     "CFA training cost: ours finds each patch's K + J nearest centroids over the full distance "
     "matrix without gradient, then recomputes those distances exactly, with gradient, from the "
     "(T, K + J, D) differences; anomalib differentiates the full distance matrix (one matrix "
@@ -991,11 +907,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--repeats", type=int, help="fits per side, alternating, the fastest counts (2, quick 1)"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path)
+    parser.add_argument("--out", type=Path, help="the report (with --pin: the pin file)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.pin:
-        write_pins(anomalib_pins.PIN_FILE)
+        write_pins(args.out or anomalib_pins.PIN_FILE)
         return 0
     args.size = args.size or (64 if args.quick else 128)
     args.train = args.train or (32 if args.quick else 64)
@@ -1035,11 +951,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {"method": r.method, "backbone": r.backbone, "settings": r.settings,
              "ours": r.ours.__dict__, "anomalib": r.theirs.__dict__,
              "fit_ratio_ours_over_anomalib": r.ours.fit_s / r.theirs.fit_s,
-             "fidelity": [{**f.__dict__, "met": f.met} for f in r.fidelity], "notes": r.notes,
-             "ours_with_anomalib_step": r.equivalent and {
-                 **{k: v for k, v in r.equivalent.items() if k not in ("side", "fidelity")},
-                 "ours": r.equivalent["side"].__dict__,
-                 "vs_anomalib_trained": r.equivalent["fidelity"].__dict__}}
+             "fidelity": [{**f.__dict__, "met": f.met} for f in r.fidelity], "notes": r.notes}
             for r in rows
         ],
     }  # fmt: skip
