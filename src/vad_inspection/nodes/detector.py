@@ -80,6 +80,7 @@ class DetectorParams:
         [0.0, 0.0, 1.0, 0.0], "plane n_x n_y n_z d (n.x + d = 0) in plane_frame"
     )
     tf_tolerance_s: float = parameter(0.1, "how far a transform may be extrapolated (s)")
+    tf_wait_s: float = parameter(0.5, "how long a frame waits for its transform still to come (s)")
     tag_radius_m: float = parameter(0.15, "sightings closer than this are one defect (m)")
     min_region_px: int = parameter(16, "smaller defect regions are ignored (pixels)")
     fit_frames: int = parameter(200, "frames ~/fit collects as normal", dynamic=True)
@@ -179,6 +180,7 @@ class DetectorNode(LifecycleNode):
                 plane_frame=p.plane_frame,
                 plane=tuple(float(v) for v in p.plane),  # type: ignore[arg-type]
                 tf_tolerance_ns=int(p.tf_tolerance_s * NS),
+                tf_wait_ns=int(p.tf_wait_s * NS),
             ),
             self.inputs.tf,
             self.tags,

@@ -10,11 +10,13 @@ empty instead of silently publishing nothing. Tags then follow from :class:`~..v
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..geometry import CameraModel, GeometryError, TransformBuffer, transform_points
+from ..geometry.errors import TransformNotYet
 from ..geometry.locate import point_from_depth, point_on_plane
 from ..vad.detector import Region
 from ..vad.tags import Defect, TagBook
@@ -32,12 +34,17 @@ class DepthFrame:
 @dataclass(frozen=True)
 class PlacementConfig:
     """``target_frame`` for positions; ``plane`` ``(n_x, n_y, n_z, d)`` in ``plane_frame`` (empty:
-    no plane); ``tf_tolerance_ns`` how far a lookup may reach beyond the transforms it has."""
+    no plane); ``tf_tolerance_ns`` how far a lookup may reach beyond the transforms it has;
+    ``tf_wait_ns`` how long a lookup waits for a transform at or after the image's stamp (the
+    robot's pose for that frame, still in flight on a busy machine) before it extrapolates
+    within the tolerance: extrapolating a moving robot's pose puts a defect where it is not, and
+    a second sighting then starts a second tag."""
 
     target_frame: str = "map"
     plane_frame: str = ""
     plane: tuple[float, float, float, float] = (0.0, 0.0, 1.0, 0.0)
     tf_tolerance_ns: int = 100_000_000
+    tf_wait_ns: int = 500_000_000
 
 
 #: how much a sighting cut by the image border counts in its tag's position (its visible part's
@@ -119,6 +126,19 @@ class Placer:
             return None, None, f"{type(error).__name__}: {error}"
 
     def _lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
+        """The transform at ``stamp_ns``: interpolated once the buffer brackets the stamp,
+        waiting up to ``tf_wait_ns`` for it (this runs on the detector's worker thread, while
+        /tf keeps filling the buffer), then within ``tf_tolerance_ns``."""
+        deadline = time.monotonic_ns() + self.config.tf_wait_ns
+        while True:
+            try:
+                return self.tf.lookup(target, source, stamp_ns, 0)
+            except TransformNotYet:
+                if time.monotonic_ns() >= deadline:
+                    break
+                time.sleep(0.005)
+            except GeometryError:
+                break
         return self.tf.lookup(target, source, stamp_ns, self.config.tf_tolerance_ns)
 
     def _by_depth(
