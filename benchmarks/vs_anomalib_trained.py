@@ -304,9 +304,10 @@ class CfaBench(Bench):
     ours, train_module, lightning = CFA, cfa_train, Cfa
 
     def config(self, backbone: str, size: int, epochs: int, seed: int) -> CFAConfig:
-        return CFAConfig(
-            backbone=backbone, size=(size, size), seed=seed, epochs=epochs, val_fraction=0.0
-        )
+        return CFAConfig(  # gamma_c 1: the paper's bank and anomalib's default (ours is 4)
+            backbone=backbone, size=(size, size), seed=seed, epochs=epochs, val_fraction=0.0,
+            gamma_c=1,
+        )  # fmt: skip
 
     def initial(self, config: CFAConfig) -> dict:
         return {"descriptor": cfa_train.descriptor_network(config)}

@@ -77,7 +77,7 @@ def configs() -> dict[str, object]:
     size = (SIZE, SIZE)
     return {
         "stfpm": STFPMConfig(backbone=BACKBONE, size=size, seed=SEED),
-        "cfa": CFAConfig(backbone=BACKBONE, size=size, seed=SEED),
+        "cfa": CFAConfig(backbone=BACKBONE, size=size, seed=SEED, gamma_c=1),  # the paper's bank
         "fastflow": FastFlowConfig(backbone=BACKBONE, size=size, seed=SEED, hidden_ratio=0.5),
     }
 

@@ -79,8 +79,9 @@ def test_patch_score_kmeans_and_squared_distances_by_hand() -> None:
 
 def test_onnx_map_equals_torch_within_1e_4() -> None:
     data = to_network_input(list(images()[:6]), InputSpec(size=(SIZE, SIZE)))
-    result = T.train(data, replace(TINY, epochs=1, val_fraction=0.0))
-    # the memory bank: one centroid per position of the 8 x 8 grid, in the descriptor's space
+    result = T.train(data, replace(TINY, epochs=1, val_fraction=0.0, gamma_c=1))
+    # the paper's memory bank: one centroid per position of the 8 x 8 grid, in the descriptor's
+    # space
     assert tuple(result.memory.shape) == (64, sum((24, 32, 96)))
     model = CFA(TINY)
     model.graph = result.onnx
@@ -93,8 +94,9 @@ def test_onnx_map_equals_torch_within_1e_4() -> None:
     # relative to the map's scale (scores of a random backbone are ~1e-5)
     scale = float(np.abs(expected).max())
     np.testing.assert_allclose(onnx_map, expected, atol=1e-4 * scale, rtol=1e-4)
-    # gamma_c = 4: k-means reduces the bank to 16 centroids
-    reduced = T.train(data, replace(TINY, epochs=0, val_fraction=0.0, gamma_c=4, gamma_d=2))
+    # gamma_c = 4 (the default): k-means reduces the bank to 16 centroids
+    assert TINY.gamma_c == 4
+    reduced = T.train(data, replace(TINY, epochs=0, val_fraction=0.0, gamma_d=2))
     assert tuple(reduced.memory.shape) == (16, 76)
 
 
