@@ -39,9 +39,12 @@ def _until(condition: Any, bus: Any, timeout: float = WAIT) -> bool:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="flaky since 2026-12-02 (2 of 3 CI runs): the last /detector/tags message held three "
+    reason="flaky on 2026-12-01 (2 of 3 CI runs): the last /detector/tags message held three "
     "tags (sightings 1, 2, 2) while every /detector/defects message named only the two right "
-    "ones, placed within 2 cm; under investigation, positions and ids are still asserted",
+    "ones, placed within 2 cm: one sighting left in 2-D got a tag of its own. Suspected cause, "
+    "fixed on 2026-12-02: the camera mount's static transform still in flight for the first "
+    "frame (placement now waits for a missing chain once); not reproduced here in 6 runs under "
+    "load, so kept non-strict until CI confirms; the failure message now carries the log",
 )
 def test_detector_process_places_and_tags_defects_over_dds(domain: int, tmp_path: Path) -> None:
     model = s3.fit_floor_model(tmp_path / "floor.vad")
@@ -125,7 +128,10 @@ def test_detector_process_places_and_tags_defects_over_dds(domain: int, tmp_path
             def sightings() -> list[int]:
                 return sorted(int(t["sightings"]) for t in parse_tags(tags[-1]).values())
 
-            assert _until(lambda: bool(tags) and sum(sightings()) == 5, bus), tags[-1:]
+            assert _until(lambda: bool(tags) and sum(sightings()) == 5, bus), (
+                tags[-1:],
+                log.read_text(),
+            )
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
@@ -154,4 +160,4 @@ def test_detector_process_places_and_tags_defects_over_dds(domain: int, tmp_path
             assert np.hypot(nearest[0] - p.x, nearest[1] - p.y) < 0.02, (det.id, p)
             seen.setdefault(det.id, set()).add(nearest)
     assert len(seen) == 2 and all(len(places) == 1 for places in seen.values())
-    assert sightings() == [2, 3]  # five sightings, two defects
+    assert sightings() == [2, 3], text  # five sightings, two defects; the log says why not

@@ -7,8 +7,10 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from vad_inspection.geometry import TransformBuffer
+from vad_inspection.geometry.errors import TransformUnavailable
 from vad_inspection.nodes.placement import PlacementConfig, Placer
 from vad_inspection.vad.tags import TagBook
 
@@ -46,3 +48,24 @@ def test_without_the_wait_or_past_it_the_tolerance_extrapolates() -> None:
     start = time.monotonic()
     assert _placer(tf, wait_ms=30)._lookup("map", "base_link", 50 * MS)[0, 3] == 0.0
     assert time.monotonic() - start >= 0.03  # it did wait for the pose that never came
+
+
+def test_a_missing_mount_is_waited_for_once_then_not_again() -> None:
+    """The camera mount's static transform still in flight when the first frame is placed (the
+    detector's start-up race that once left a defect in 2-D and gave it a tag of its own)."""
+    tf = TransformBuffer()
+    tf.set_transform("map", "base_link", _pose(0.0), 0)
+    mount = threading.Timer(0.05, tf.set_transform, ("base_link", "camera", _pose(0.25), 0, True))
+    mount.start()
+    try:
+        matrix = _placer(tf, wait_ms=2000)._lookup("map", "camera", 0)
+    finally:
+        mount.join()
+    assert matrix[0, 3] == 0.25
+    # a frame that never comes: one wait, then the next lookups fail at once
+    placer = _placer(tf, wait_ms=100)
+    for expected_wait in (True, False, False):
+        start = time.monotonic()
+        with pytest.raises(TransformUnavailable, match="nowhere"):
+            placer._lookup("map", "nowhere", 0)
+        assert (time.monotonic() - start >= 0.1) is expected_wait

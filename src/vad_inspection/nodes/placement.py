@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..geometry import CameraModel, GeometryError, TransformBuffer, transform_points
-from ..geometry.errors import TransformNotYet
+from ..geometry.errors import TransformNotYet, TransformUnavailable
 from ..geometry.locate import point_from_depth, point_on_plane
 from ..vad.detector import Region
 from ..vad.tags import Defect, TagBook
@@ -38,7 +38,10 @@ class PlacementConfig:
     ``tf_wait_ns`` how long a lookup waits for a transform at or after the image's stamp (the
     robot's pose for that frame, still in flight on a busy machine) before it extrapolates
     within the tolerance: extrapolating a moving robot's pose puts a defect where it is not, and
-    a second sighting then starts a second tag."""
+    a second sighting then starts a second tag. The same wait covers a frame not yet known or
+    not yet connected (the camera mount's static transform still in flight at start-up, as
+    tf2's lookup timeout does), but only until one such wait for a pair of frames has expired:
+    a misconfigured frame then costs one wait, not one per image."""
 
     target_frame: str = "map"
     plane_frame: str = ""
@@ -59,6 +62,9 @@ class Placer:
         self.config = config
         self.tf = tf
         self.tags = tags
+        #: (target, source) pairs whose chain stayed missing for a whole wait: not waited on again
+        #: until a lookup between them succeeds
+        self._missing: set[tuple[str, str]] = set()
 
     def defects(
         self,
@@ -128,18 +134,31 @@ class Placer:
     def _lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
         """The transform at ``stamp_ns``: interpolated once the buffer brackets the stamp,
         waiting up to ``tf_wait_ns`` for it (this runs on the detector's worker thread, while
-        /tf keeps filling the buffer), then within ``tf_tolerance_ns``."""
+        /tf keeps filling the buffer), then within ``tf_tolerance_ns``. A missing chain is waited
+        for too, once per pair of frames (see :class:`PlacementConfig`)."""
+        pair = (target, source)
         deadline = time.monotonic_ns() + self.config.tf_wait_ns
         while True:
             try:
-                return self.tf.lookup(target, source, stamp_ns, 0)
+                matrix = self.tf.lookup(target, source, stamp_ns, 0)
+                self._missing.discard(pair)
+                return matrix
             except TransformNotYet:
+                pass  # the pose at the stamp may still come
+            except TransformUnavailable:
+                if pair in self._missing:
+                    break  # waited for this chain once already, in vain
                 if time.monotonic_ns() >= deadline:
+                    self._missing.add(pair)
                     break
-                time.sleep(0.005)
             except GeometryError:
                 break
-        return self.tf.lookup(target, source, stamp_ns, self.config.tf_tolerance_ns)
+            if time.monotonic_ns() >= deadline:
+                break
+            time.sleep(0.005)
+        matrix = self.tf.lookup(target, source, stamp_ns, self.config.tf_tolerance_ns)
+        self._missing.discard(pair)
+        return matrix
 
     def _by_depth(
         self, region: Region, camera: CameraModel, optical: str, stamp_ns: int, depth: DepthFrame
