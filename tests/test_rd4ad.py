@@ -74,14 +74,12 @@ def test_anomaly_map_is_the_sum_of_the_upsampled_levels() -> None:
     assert amap.shape == (2, 2, 2)
     np.testing.assert_allclose(amap[0].numpy(), np.asarray(M0) + 1.0, atol=1e-6)
     np.testing.assert_allclose(amap[1].numpy(), 0.0, atol=1e-6)
-    # at 4x4 each level is upsampled bilinearly (half-pixel centres), then added
-    up = torch.nn.functional.interpolate(
-        T.cosine_distance_map(teacher[0], decoded[0]), size=(4, 4), mode="bilinear",
-        align_corners=False,
-    )  # fmt: skip
-    np.testing.assert_allclose(
-        T.anomaly_map(teacher, decoded, (4, 4))[0].numpy(), up[0, 0].numpy() + 1.0, atol=1e-6
-    )
+    # at 4x4 each level is upsampled bilinearly (corners aligned, as the authors' code), then
+    # added: level 0's corners are its four cells, the pixels between them interpolate
+    amap = T.anomaly_map(teacher, decoded, (4, 4))[0].numpy() - 1.0
+    np.testing.assert_allclose(amap[[0, 0, 3, 3], [0, 3, 0, 3]], np.ravel(M0), atol=1e-6)
+    np.testing.assert_allclose(amap[0, 1], (2 * M0[0][0] + M0[0][1]) / 3, atol=1e-6)
+    np.testing.assert_allclose(amap[1, 0], (2 * M0[0][0] + M0[1][0]) / 3, atol=1e-6)
 
 
 @pytest.mark.parametrize("backbone", ["mobilenet_v2", "resnet18"])
@@ -100,6 +98,41 @@ def test_the_student_rebuilds_the_teachers_levels(backbone: str) -> None:
     # more OCE blocks: more parameters, the same embedding shape
     deeper = T.student_network(replace(config, oce_blocks=3))
     assert len(deeper.ocbe.oce) == 3 and len(student.ocbe.oce) == 1
+
+
+def test_the_official_layout_is_an_option_set() -> None:
+    """``mff_fusion=False, oce_blocks=2, decoder_blocks=2, decoder_relu=True``: the official
+    code's (and anomalib's) ResNet18 student, block for block: no 1x1 fusion (the concatenation
+    of three times level 3's channels goes into ``OCE``), two basic blocks in ``OCE`` and per
+    decoder level, every block ending with a ReLU (non-negative levels)."""
+    config = RD4ADConfig(
+        backbone="resnet18", size=(64, 64), mff_fusion=False, oce_blocks=2, decoder_blocks=2,
+        decoder_relu=True,
+    )  # fmt: skip
+    teacher, student = T.teacher_network(config), T.student_network(config).eval()
+    default = T.student_network(replace(config, mff_fusion=True, decoder_blocks=1)).eval()
+    assert isinstance(student.ocbe.fuse, torch.nn.Identity)
+    assert student.ocbe.oce[0].main[0][0].in_channels == 3 * 256  # the concatenation
+    assert default.ocbe.oce[0].main[0][0].in_channels == 256  # after the 1x1 fusion
+    assert [len(r) for r in student.decoder.refine] == [1, 1, 1]
+    assert [len(r) for r in default.decoder.refine] == [0, 0, 0]
+
+    # the official ResNet18 student: 11,686,408 parameters in the bottleneck (its unused 1x1
+    # convolution and batch norm left out) and 3,707,663 in the decoder, batch-norm buffers
+    # included (anomalib 2.7, counted)
+    def count(module: torch.nn.Module) -> int:
+        return sum(t.numel() for t in module.state_dict().values())
+
+    assert (count(student.ocbe), count(student.decoder)) == (11_686_408, 3_707_663)
+    with torch.no_grad():
+        feats = teacher(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)))
+        decoded = student(feats)
+    assert [f.shape for f in decoded] == [f.shape for f in feats]
+    assert all(float(d.min()) >= 0 for d in decoded)  # each level ends with a ReLU
+    # the one-block decoder keeps its state keys (checkpoints of earlier runs still resume)
+    assert not any(k.startswith("decoder.refine") for k in default.state_dict())
+    with pytest.raises(ValueError, match="decoder_blocks"):
+        RD4ADConfig(decoder_blocks=0)
 
 
 # -- fitting and ONNX --------------------------------------------------------------------------

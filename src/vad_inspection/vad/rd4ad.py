@@ -11,7 +11,7 @@ The paper's steps, in order:
    * multi-scale feature fusion ``MFF``: the shallower levels are brought to the deepest level's
      grid by strided 3x3 convolutions (each with batch normalisation and ReLU; the first level
      by two of them, the second by one), the three are concatenated and fused by a 1x1
-     convolution;
+     convolution (``mff_fusion``; see below);
    * one-class embedding ``OCE``: residual block(s), the first with stride 2, condense the fused
      features into a compact embedding (stride 32, twice the deepest tap's channels, as ResNet's
      ``layer4`` after ``layer3``). The embedding is deliberately low-dimensional, so what it
@@ -27,7 +27,8 @@ The paper's steps, in order:
    summed over the levels), averaged over the images. The paper trains ``OCBE`` and ``D`` with
    Adam (lr 0.005, betas (0.5, 0.999)) for 200 epochs in batches of 16.
 5. Inference: the anomaly map is ``sum_k Upsample(M^k)``, each level upsampled bilinearly to the
-   input size; it is smoothed by a Gaussian of sigma 4 and the image score is its maximum.
+   input size (corners aligned, as the authors' code: the paper does not say); it is smoothed by
+   a Gaussian of sigma 4 and the image score is its maximum.
 
 Where the engine departs from the paper, and why:
 
@@ -46,11 +47,20 @@ Where the engine departs from the paper, and why:
   code: as many as the encoder's layer, three to six bottlenecks), to keep a CPU step cheap.
   A decoder level has no final ReLU: MobileNetV2's taps are the outputs of linear bottlenecks
   and take negative values, which a ReLU output could not point towards.
+  The official code's layout (which anomalib 2.7 copies) is one option set away, so that its
+  weights and ours map one to one (``benchmarks/vs_anomalib_trained.py`` copies ours into
+  anomalib's): ``mff_fusion=False`` (the official code defines the paper's 1x1 fusion
+  convolution but never calls it: the concatenation goes straight into ``OCE``), ``oce_blocks``
+  and ``decoder_blocks`` as many as the backbone's ``layer4`` and ``layer3`` to ``layer1`` hold
+  (ResNet18: 2 and 2), and ``decoder_relu=True`` (every decoder block ends with a ReLU, as
+  ResNet's basic blocks; right for ResNet's non-negative taps). The official code has
+  bottleneck blocks for the wider ResNets; here all blocks are basic ones.
 * The loss is the paper's, per position. The official code and anomalib instead flatten each
   level into one vector per image and take one cosine distance per level and image. That one
   weights each position by the length of its features and asks for the whole level to be one
   multiple of the teacher's; the paper's weights every position alike and asks for each
-  position's direction, exactly what the anomaly map then measures.
+  position's direction, exactly what the anomaly map then measures. Adam's ``beta2`` is the
+  paper's and the official code's 0.999 (anomalib's is 0.99).
 
 This module is the inference side and has no torch in it: teacher, ``OCBE``, decoder, the
 distance maps, the upsampling and their sum are one ONNX graph (input: the ImageNet-normalised
@@ -87,14 +97,17 @@ class RD4ADConfig(GraphConfig):
     decoder are built to their channels), ``weights`` of the teacher (``random``: seeded by
     ``seed``; ``imagenet``; or a state-dict file), ``seed`` (teacher's random weights, the
     student's initialisation with :data:`STUDENT_SEED_OFFSET`, the held-out split and the batch
-    order), ``size`` (height, width) of the network input. Method: ``oce_blocks`` residual blocks
-    in the one-class embedding; maps smoothed with a Gaussian of ``sigma`` (the paper's 4; 0:
-    none). Training: Adam with ``lr``, ``beta1`` and ``beta2`` (the paper's 0.005, 0.5, 0.999;
-    two scalars rather than a tuple so each can be set as a command-line option) in batches of
-    ``batch_size`` (the paper's 16) for at most ``epochs`` (the paper: 200), stopping when the
-    loss on the held-out ``val_fraction`` of the images has not improved for ``patience`` epochs,
-    counted only after :data:`~vad_inspection.vad.rd4ad_train.WARMUP_STEPS` optimiser steps (the
-    batch normalisation's running statistics lag behind at first); the networks of the best
+    order), ``size`` (height, width) of the network input. Method: ``mff_fusion`` (the paper's
+    1x1 convolution after the concatenation in ``MFF``; False: none, as the official code),
+    ``oce_blocks`` residual blocks in the one-class embedding, ``decoder_blocks`` residual blocks
+    per decoder level and ``decoder_relu`` (a ReLU at the end of each decoder level; the official
+    code's layout for ResNet18: False, 2, 2, True); maps smoothed with a Gaussian of ``sigma`` (the
+    paper's 4; 0: none). Training: Adam with ``lr``, ``beta1`` and ``beta2`` (the paper's 0.005,
+    0.5, 0.999; two scalars rather than a tuple so each can be set as a command-line option) in
+    batches of ``batch_size`` (the paper's 16) for at most ``epochs`` (the paper: 200), stopping
+    when the loss on the held-out ``val_fraction`` of the images has not improved for ``patience``
+    epochs, counted only after :data:`~vad_inspection.vad.rd4ad_train.WARMUP_STEPS` optimiser steps
+    (the batch normalisation's running statistics lag behind at first); the networks of the best
     held-out loss are kept (no held-out images: all ``epochs`` run and the epoch of the lowest
     training loss is kept). ``checkpoint_dir`` makes training resumable (None: no checkpoints);
     ``progress`` shows bars.
@@ -105,7 +118,10 @@ class RD4ADConfig(GraphConfig):
     seed: int = 0
     size: tuple[int, int] = (256, 256)
     progress: bool = False
+    mff_fusion: bool = True
     oce_blocks: int = 1
+    decoder_blocks: int = 1
+    decoder_relu: bool = False
     sigma: float = 4.0
     epochs: int = 20
     batch_size: int = 16
@@ -118,10 +134,10 @@ class RD4ADConfig(GraphConfig):
 
     def __post_init__(self) -> None:
         self.check_input()
-        if self.oce_blocks < 1 or self.sigma < 0:
+        if min(self.oce_blocks, self.decoder_blocks) < 1 or self.sigma < 0:
             raise ValueError(
-                f"oce_blocks must be at least 1 and sigma non-negative; got {self.oce_blocks}, "
-                f"{self.sigma}"
+                "oce_blocks and decoder_blocks must be at least 1 and sigma non-negative; got "
+                f"{self.oce_blocks}, {self.decoder_blocks}, {self.sigma}"
             )
         self.check_loop(batch_norm=True)
         if self.lr <= 0 or not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):

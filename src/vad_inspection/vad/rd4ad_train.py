@@ -84,12 +84,15 @@ def rd4ad_loss(teacher_feats: Features, decoded_feats: Features) -> torch.Tensor
 def anomaly_map(
     teacher_feats: Features, decoded_feats: Features, size: tuple[int, int]
 ) -> torch.Tensor:
-    """``sum_k Upsample(M^k)``: ``(N, H, W)`` at ``size``, bilinear upsampling (half-pixel
-    centres, as STFPM's), before the Gaussian smoothing (done after the graph, in NumPy)."""
+    """``sum_k Upsample(M^k)``: ``(N, H, W)`` at ``size``, before the Gaussian smoothing (done
+    after the graph, in NumPy). Bilinear upsampling with the corners aligned (the first and last
+    cells of a level land on the first and last pixels), as the authors' code and anomalib: the
+    paper does not say, and half-pixel centres (STFPM's) shift a stride-16 level's map by up to
+    half a cell against theirs."""
     result = None
     for t, d in zip(teacher_feats, decoded_feats, strict=True):
         level = F.interpolate(
-            cosine_distance_map(t, d), size=size, mode="bilinear", align_corners=False
+            cosine_distance_map(t, d), size=size, mode="bilinear", align_corners=True
         )
         result = level if result is None else result + level
     return result[:, 0]
@@ -133,14 +136,15 @@ class DownBlock(nn.Module):
 
 class UpBlock(nn.Module):
     """The decoder's residual block, :class:`DownBlock` reversed: a transposed 2x2 convolution
-    (stride 2: the grid doubles) then a 3x3 one, beside a transposed 2x2 shortcut, summed.
+    (stride 2: the grid doubles) then a 3x3 one, beside a transposed 2x2 shortcut, summed, then
+    a ReLU if ``relu``.
 
     Doubling gives ``2 * ceil(g / 2)`` rows from a grid the encoder halved from ``g``, one too
-    many when ``g`` was odd: the result is cropped to the teacher's grid. No ReLU at the end (see
-    the module docstring of :mod:`vad_inspection.vad.rd4ad`: MobileNetV2's taps are negative in
-    places)."""
+    many when ``g`` was odd: the result is cropped to the teacher's grid. Without ``relu`` a
+    level can point anywhere (see the module docstring of :mod:`vad_inspection.vad.rd4ad`:
+    MobileNetV2's taps are negative in places)."""
 
-    def __init__(self, inputs: int, outputs: int) -> None:
+    def __init__(self, inputs: int, outputs: int, relu: bool = False) -> None:
         super().__init__()
         self.main = nn.Sequential(
             nn.ConvTranspose2d(inputs, outputs, 2, stride=2, bias=False),
@@ -152,11 +156,32 @@ class UpBlock(nn.Module):
         self.shortcut = nn.Sequential(
             nn.ConvTranspose2d(inputs, outputs, 2, stride=2, bias=False), nn.BatchNorm2d(outputs)
         )
+        self.relu = relu
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         # always sliced (a no-op for even grids): a Python test of the shape would be frozen
         # into the exported graph at the export size
-        return (self.main(x) + self.shortcut(x))[:, :, : grid[0], : grid[1]]
+        out = (self.main(x) + self.shortcut(x))[:, :, : grid[0], : grid[1]]
+        return F.relu(out) if self.relu else out
+
+
+class SameBlock(nn.Module):
+    """A decoder level's further residual blocks (``decoder_blocks`` above 1): ResNet's basic
+    block at one grid and width, two 3x3 convolutions beside the identity, summed, then a ReLU
+    if ``relu``."""
+
+    def __init__(self, channels: int, relu: bool) -> None:
+        super().__init__()
+        self.main = nn.Sequential(
+            conv_bn_relu(channels, channels, 1),
+            nn.Conv2d(channels, channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(channels),
+        )
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.main(x) + x
+        return F.relu(out) if self.relu else out
 
 
 class OCBE(nn.Module):
@@ -164,10 +189,12 @@ class OCBE(nn.Module):
 
     ``MFF``: level 1 goes through two strided :func:`conv_bn_relu` (to level 2's channels, then
     level 3's), level 2 through one, level 3 as it is; the three, now on level 3's grid with its
-    channels, are concatenated and fused by a 1x1 convolution (batch norm, ReLU). ``OCE``:
+    channels, are concatenated and, with ``fusion`` (the paper), fused by a 1x1 convolution
+    (batch norm, ReLU) to level 3's channels; without, the concatenation is the fused feature
+    (the authors' code and anomalib define that convolution but never call it). ``OCE``:
     ``blocks`` :class:`DownBlock`, the first with stride 2, to twice level 3's channels."""
 
-    def __init__(self, channels: Sequence[int], blocks: int) -> None:
+    def __init__(self, channels: Sequence[int], blocks: int, fusion: bool = True) -> None:
         super().__init__()
         c1, c2, c3 = channels
         self.align = nn.ModuleList(
@@ -177,11 +204,15 @@ class OCBE(nn.Module):
                 nn.Identity(),
             ]
         )
-        self.fuse = nn.Sequential(
-            nn.Conv2d(3 * c3, c3, 1, bias=False), nn.BatchNorm2d(c3), nn.ReLU()
-        )
+        self.fuse: nn.Module = nn.Identity()
+        fused = 3 * c3
+        if fusion:
+            self.fuse = nn.Sequential(
+                nn.Conv2d(3 * c3, c3, 1, bias=False), nn.BatchNorm2d(c3), nn.ReLU()
+            )
+            fused = c3
         self.oce = nn.Sequential(
-            DownBlock(c3, 2 * c3, stride=2),
+            DownBlock(fused, 2 * c3, stride=2),
             *(DownBlock(2 * c3, 2 * c3, stride=1) for _ in range(blocks - 1)),
         )
 
@@ -196,20 +227,33 @@ class OCBE(nn.Module):
 
 class Decoder(nn.Module):
     """``D``: from the embedding (twice level 3's channels) up to level 3, 2 and 1, each with
-    the teacher's channels, one :class:`UpBlock` per level. Returns the levels in the teacher's
-    order (shallowest first)."""
+    the teacher's channels: per level one :class:`UpBlock` (in ``blocks``) then ``per_level -
+    1`` :class:`SameBlock` (in ``refine``: empty by default, the one-block decoder's state keys
+    stay as they were); every block but a level's last ends with a ReLU, a level's last only
+    with ``relu``. Returns the levels in the teacher's order (shallowest first)."""
 
-    def __init__(self, channels: Sequence[int]) -> None:
+    def __init__(self, channels: Sequence[int], per_level: int = 1, relu: bool = False) -> None:
         super().__init__()
         c1, c2, c3 = channels
-        self.blocks = nn.ModuleList([UpBlock(2 * c3, c3), UpBlock(c3, c2), UpBlock(c2, c1)])
+        widths = [(2 * c3, c3), (c3, c2), (c2, c1)]
+        self.blocks = nn.ModuleList(
+            [UpBlock(i, o, relu=relu if per_level == 1 else True) for i, o in widths]
+        )
+        self.refine = nn.ModuleList(
+            [
+                nn.Sequential(
+                    *(SameBlock(o, relu=relu or k < per_level - 2) for k in range(per_level - 1))
+                )
+                for _, o in widths
+            ]
+        )
 
     def forward(
         self, embedding: torch.Tensor, grids: Sequence[tuple[int, int]]
     ) -> tuple[torch.Tensor, ...]:
         levels, x = [], embedding
-        for block, grid in zip(self.blocks, reversed(grids), strict=True):
-            x = block(x, grid)
+        for block, refine, grid in zip(self.blocks, self.refine, reversed(grids), strict=True):
+            x = refine(block(x, grid))
             levels.append(x)
         return tuple(reversed(levels))
 
@@ -218,10 +262,13 @@ class Student(nn.Module):
     """What trains: ``OCBE`` and ``D``. From the teacher's three levels to the decoder's three,
     on the same grids (taken from the teacher's features, so any input size fits)."""
 
-    def __init__(self, channels: Sequence[int], oce_blocks: int) -> None:
+    def __init__(
+        self, channels: Sequence[int], oce_blocks: int, mff_fusion: bool = True,
+        decoder_blocks: int = 1, decoder_relu: bool = False,
+    ) -> None:  # fmt: skip
         super().__init__()
-        self.ocbe = OCBE(channels, oce_blocks)
-        self.decoder = Decoder(channels)
+        self.ocbe = OCBE(channels, oce_blocks, mff_fusion)
+        self.decoder = Decoder(channels, decoder_blocks, decoder_relu)
 
     def forward(self, teacher_feats: Features) -> tuple[torch.Tensor, ...]:
         grids = [tuple(f.shape[-2:]) for f in teacher_feats]
@@ -240,7 +287,10 @@ def student_network(config: RD4ADConfig) -> Student:
     """``OCBE`` and ``D`` built to the backbone's tap channels, initialised with the student's
     seed."""
     torch.manual_seed(config.student_seed)
-    return Student(get_spec(config.backbone).channels, config.oce_blocks)
+    return Student(
+        get_spec(config.backbone).channels, config.oce_blocks, config.mff_fusion,
+        config.decoder_blocks, config.decoder_relu,
+    )  # fmt: skip
 
 
 class Scorer(nn.Module):
