@@ -1,14 +1,19 @@
 #!/usr/bin/env python
-"""STFPM, CFA and FastFlow, ours against anomalib 2.7, in one process: fidelity, AUROC, fit time.
+"""STFPM, CFA, FastFlow, RD4AD and SimpleNet, ours against anomalib 2.7, in one process:
+fidelity, AUROC, fit time.
 
-Per method (STFPM on ResNet18 and MobileNetV2; CFA and FastFlow on ResNet18: anomalib's take no
-MobileNetV2, and WideResNet50, which they take, is too slow for a run of minutes on two cores), on
-synthetic scenes (``tests/scenes.py``: a striped, noisy texture; half the test images carry a
-blob of flat material):
+Per method (STFPM on ResNet18 and MobileNetV2; the others on ResNet18: anomalib's CFA, FastFlow
+and RD4AD take no MobileNetV2, and WideResNet50, which they take, is too slow for a run of
+minutes on two cores), on synthetic scenes (``tests/scenes.py``: a striped, noisy texture; half
+the test images carry a blob of flat material). anomalib 2.7 has no SimpleNet: ours is compared
+with its SuperSimpleNet (Rolih et al., 2024), which extends SimpleNet and keeps its adaptor and
+discriminator (see below).
 
 (a) fidelity with identical weights: our model is trained (:meth:`fit`); its backbone and trained
     parts are copied into a fresh anomalib model (STFPM: the student; CFA: the descriptor and the
-    memory bank; FastFlow: the flows, mapped onto FrEIA's ``AllInOneBlock``, see below); both
+    memory bank; FastFlow: the flows, mapped onto FrEIA's ``AllInOneBlock``; RD4AD: the
+    bottleneck and the decoder; SimpleNet: the adaptor, with our standardisation folded in, and
+    the discriminator, as SuperSimpleNet's segmentation head; see below); both
     score the same images (the synthetic test scenes, and magnetic-tile test images resized to the
     same size and replicated to RGB, when ``--data`` holds them); Spearman of image scores and
     Pearson of anomaly maps (all pixels), targets 0.99 and 0.99, and the largest differences;
@@ -66,6 +71,41 @@ How the two sides are kept identical, and where they cannot be:
   almost invariant to that, but the weight decay is not) and its subnet's last layer starts from
   our zeros (scaled zeros). Our ``FastFlowConfig`` default ``hidden_ratio=1.0`` is twice
   anomalib's width.
+* RD4AD: ours runs in the official code's layout, which anomalib's is, for ResNet18 (our
+  options ``mff_fusion=False, oce_blocks=2, decoder_blocks=2, decoder_relu=True``; our default
+  has the paper's 1x1 fusion convolution after the concatenation, which the official code and
+  anomalib define but never call, one block per decoder level and no ReLU at the end of a level,
+  for MobileNetV2's signed taps). The networks are then the same function (module for module;
+  the state dicts differ in names and order only); the map is the same (per level ``1 -`` the
+  cosine along the channels, upsampled bilinearly with the corners aligned, summed, smoothed by
+  a Gaussian of sigma 4, 33 px) and the score its maximum. Training differs: anomalib's loss takes
+  one cosine per flattened level and image (the official code's), ours the paper's per position,
+  averaged; anomalib's Adam has ``beta2=0.99``, ours the paper's 0.999. anomalib runs the
+  encoder at every step; ours caches its features. anomalib's decoder does not crop: every
+  level's grid must be even (a multiple of 32 px), where ours crops odd grids.
+* SimpleNet: anomalib 2.7's nearest model is SuperSimpleNet, whose segmentation path is
+  SimpleNet's: a 1x1 convolution adaptor and a discriminator (1x1 convolution to 1024, batch norm,
+  LeakyReLU 0.2, 1x1 convolution to one value without bias) on 3x3-averaged backbone features,
+  trained by a truncated L1 loss against Gaussian-noised features. Copied: our standardisation
+  (``(o - m) / s``, fixed before training) folded into its adaptor (``W / s``, ``b - W m / s``),
+  our discriminator into its segmentation head with the last layer negated (it outputs the anomaly
+  value, ours ``D`` with the map ``-D``). Where it is not SimpleNet: its features are the taps
+  upsampled to *twice* the first tap's grid, concatenated, then 3x3-averaged (ours, as the paper:
+  each tap 3x3-averaged on its own grid, then brought to the first tap's grid); its map passes
+  through a sigmoid; its image score is a classification head (a 5x5 convolution over the features
+  and the map, pooled, a linear layer) SimpleNet does not have; its smoothing kernel is 25 px (``2
+  ceil(3 sigma) + 1``), ours 33. So (a) has two rows: anomalib's model with its feature extractor
+  replaced by ours (everything after it anomalib's code; its sigmoid undone, and the maximum of
+  its map as the image score: the target rows), and the model end to end with its own features (a
+  diagnostic without target). In (b) it trains as SuperSimpleNet does: the batch doubled, noise
+  only inside Perlin-noise masks on about half of its images, its truncated L1 plus focal losses,
+  the classification head trained alongside, AdamW for both parts (ours: Adam for the
+  discriminator) and its learning-rate steps at 80 % and 90 % of the epochs; its image AUROC is
+  that of its classification head (the notes give its map maximum's as well). Its noise deviation
+  is set to ours, ``noise_std`` (0.1): with our standardisation folded into its adaptor its
+  adapted features start in our units, and its own 0.015 is an absolute figure for ImageNet
+  WideResNet50 features. It runs the backbone at every step, on a grid four times ours; ours
+  caches the patch features.
 * Training: ours runs with ``val_fraction=0`` (all images trained on, all epochs run) and keeps
   the epoch of the lowest training loss; anomalib keeps the last epoch.
 
@@ -77,7 +117,14 @@ random features can solve, not how good either method is on real defects.
 maps for the fixed tiny input and seeded weights of ``tests/anomalib_pins.py``, which
 ``tests/test_anomalib_fidelity.py`` checks our torch modules and ONNX graphs against (without
 anomalib); for CFA also anomalib's map with the squared-distance patch score our CFA used
-before, which the test checks ours no longer matches.
+before, which the test checks ours no longer matches; for SimpleNet SuperSimpleNet's path on our
+features smoothed at our kernel width, and at its own. With ``--methods`` only those methods'
+pins are written anew, the others' kept.
+
+A run with ``--methods`` replaces those methods' rows in the results file and keeps the others'
+(each row names the run that measured it); ``--fresh`` starts the file anew; ``--report`` only
+rewrites the Markdown report from the JSON beside it (after a change of this docstring's
+differences, say).
 
 Install (one environment holding both sides)::
 
@@ -90,6 +137,11 @@ Run from the repository root::
     /tmp/venv_anomalib/bin/python benchmarks/vs_anomalib_trained.py --quick   # 64 px, minutes
     /tmp/venv_anomalib/bin/python benchmarks/vs_anomalib_trained.py           # 128 px
     /tmp/venv_anomalib/bin/python benchmarks/vs_anomalib_trained.py --pin     # the test's pins
+    # what the results file holds for RD4AD and SimpleNet (SimpleNet at 64 px: anomalib's
+    # SuperSimpleNet runs a 5x5 convolution on a 64 x 64 grid per image at 128 px)
+    /tmp/venv_anomalib/bin/python benchmarks/vs_anomalib_trained.py --methods rd4ad
+    /tmp/venv_anomalib/bin/python benchmarks/vs_anomalib_trained.py --methods simplenet \\
+        --size 64 --train 32
 
 Writes ``benchmarks/results/vs_anomalib_trained.md`` (``-quick`` with ``--quick``) and the raw
 figures in a JSON file beside it.
@@ -108,6 +160,7 @@ import types
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ["VAD_INSPECTION_THREADS"] = os.environ.get("VAD_INSPECTION_THREADS") or "1"
@@ -127,26 +180,38 @@ from scenes import scene, scenes  # noqa: E402
 from vs_anomalib import TIMM, batches, log  # noqa: E402  (imports anomalib, or says to install)
 
 from vad_inspection.eval.metrics import auroc, pixel_auroc  # noqa: E402
-from vad_inspection.vad import cfa_train, fastflow_train, stfpm_train  # noqa: E402
+from vad_inspection.vad import (  # noqa: E402
+    cfa_train,
+    fastflow_train,
+    rd4ad_train,
+    simplenet_train,
+    stfpm_train,
+)
 from vad_inspection.vad.backbones import get_spec  # noqa: E402
 from vad_inspection.vad.cfa import CFA, CFAConfig  # noqa: E402
 from vad_inspection.vad.fastflow import FastFlow, FastFlowConfig  # noqa: E402
+from vad_inspection.vad.ops import gaussian_kernel_size  # noqa: E402
 from vad_inspection.vad.preprocess import InputSpec, resize_image, to_network_input  # noqa: E402
+from vad_inspection.vad.rd4ad import RD4AD, RD4ADConfig  # noqa: E402
+from vad_inspection.vad.simplenet import SimpleNet, SimpleNetConfig  # noqa: E402
 from vad_inspection.vad.stfpm import STFPM, STFPMConfig  # noqa: E402
+from vad_inspection.vad.torch_training import TeacherFeatures  # noqa: E402
 from vad_inspection.vad.vae_train import held_out  # noqa: E402
 
 with contextlib.redirect_stderr(open(os.devnull, "w")):
     import anomalib
     import anomalib.models.image.cfa.torch_model as anomalib_cfa_module
     import anomalib.models.image.stfpm.torch_model as anomalib_stfpm_module
-    from anomalib.models.components import TimmFeatureExtractor
-    from anomalib.models.image import Cfa, Fastflow, Stfpm
+    import anomalib.models.image.supersimplenet.torch_model as anomalib_ssn_module
+    from anomalib.models.components import GaussianBlur2d, TimmFeatureExtractor
+    from anomalib.models.image import Cfa, Fastflow, ReverseDistillation, Stfpm, Supersimplenet
 
 ANOMALIB_BATCH = 32  # anomalib's default eval batch size
 
 
 class _NoDownloadExtractor(TimmFeatureExtractor):
-    """STFPM's teacher asks timm for ImageNet weights (a download); ours replace them anyway."""
+    """STFPM's teacher and SuperSimpleNet's backbone ask timm for ImageNet weights (a download);
+    ours replace them anyway."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **{**kwargs, "pre_trained": False})
@@ -159,6 +224,7 @@ def _no_download_feature_extractor(backbone: str, return_nodes: list[str]) -> nn
 
 
 anomalib_stfpm_module.TimmFeatureExtractor = _NoDownloadExtractor
+anomalib_ssn_module.TimmFeatureExtractor = _NoDownloadExtractor
 anomalib_cfa_module.get_feature_extractor = _no_download_feature_extractor
 
 
@@ -202,9 +268,11 @@ def copy_backbone(target: nn.Module, source: nn.Module, backbone: str, size: int
 
 
 def anomalib_input(images: Sequence[np.ndarray], transform: Callable) -> torch.Tensor:
-    """What anomalib's pipeline gives its model: RGB float in [0, 1], then its PreProcessor."""
+    """What anomalib's pipeline gives its model: RGB float in [0, 1], then its PreProcessor; a
+    contiguous (N, C, H, W) batch, as its data loader's (the permuted view of our (N, H, W, C)
+    images would run the networks channels-last, and RD4AD's loss ``view``s its features)."""
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float().div_(255.0)
-    return transform(x.expand(-1, 3, -1, -1))
+    return transform(x.expand(-1, 3, -1, -1)).contiguous()
 
 
 def check_inputs(transform: Callable, images: Sequence[np.ndarray], size: int) -> None:
@@ -239,8 +307,9 @@ class Bench:
     def build(self, config, initial: dict) -> nn.Module:
         raise NotImplementedError
 
-    def initial(self, config) -> dict:
-        """Our initialisation of the trained parts (seeded as our training seeds it)."""
+    def initial(self, config, images: Sequence[np.ndarray]) -> dict:
+        """Our initialisation of the trained parts (seeded as our training seeds it); ``images``
+        are the training images (SimpleNet's standardisation is measured on them)."""
         raise NotImplementedError
 
     def load_trained(self, module: nn.Module, parts: dict, config) -> None:
@@ -253,12 +322,36 @@ class Bench:
     def loss(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def before_training(self, module: nn.Module, loader: Iterator) -> None:
+    def before_training(self, module: nn.Module, loader: Iterator, config) -> None:
         """Anything anomalib's Lightning module does at ``on_train_start``."""
+
+    def optimiser(self, module: nn.Module, config) -> tuple[torch.optim.Optimizer, object]:
+        """anomalib's ``configure_optimizers()``: the optimiser and its per-epoch learning-rate
+        scheduler (None: none)."""
+        return module.configure_optimizers(), None
 
     def backward(self, module: nn.Module, loss: torch.Tensor) -> None:
         """The backward pass as anomalib's Lightning module runs it."""
         loss.backward()
+
+    def outputs(self, out, fidelity: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image scores and anomaly maps from anomalib's ``InferenceBatch``: as anomalib gives
+        them (``fidelity`` False: its own AUROC) or in our quantities (True: for the comparison
+        with our outputs)."""
+        return out.pred_score, out.anomaly_map
+
+    def notes(self, module: nn.Module, transform, data: Data, size: int) -> list[str]:
+        """Anything more to say about anomalib's independently trained ``module``."""
+        return []
+
+    def fidelity_models(
+        self, config, parts: dict, initial: dict
+    ) -> list[tuple[str, nn.Module, bool]]:
+        """anomalib models holding our trained ``parts``: ``(label, module, target)``; rows
+        without ``target`` are diagnostics (no 0.99 target)."""
+        module = self.build(config, initial)
+        self.load_trained(module, parts, config)
+        return [("", module, True)]
 
     def transform(self, size: int) -> Callable:
         return self.lightning.configure_pre_processor(image_size=(size, size)).transform
@@ -274,7 +367,7 @@ class StfpmBench(Bench):
             backbone=backbone, size=(size, size), seed=seed, epochs=epochs, val_fraction=0.0
         )
 
-    def initial(self, config: STFPMConfig) -> dict:
+    def initial(self, config: STFPMConfig, images: Sequence[np.ndarray]) -> dict:
         return {"student": stfpm_train.student_network(config)}
 
     def parts(self, result) -> dict:
@@ -309,7 +402,7 @@ class CfaBench(Bench):
             gamma_c=1,
         )  # fmt: skip
 
-    def initial(self, config: CFAConfig) -> dict:
+    def initial(self, config: CFAConfig, images: Sequence[np.ndarray]) -> dict:
         return {"descriptor": cfa_train.descriptor_network(config)}
 
     def parts(self, result) -> dict:
@@ -341,7 +434,7 @@ class CfaBench(Bench):
         if "memory" in parts:
             module.model.memory_bank = parts["memory"].detach().t().contiguous()
 
-    def before_training(self, module: nn.Module, loader: Iterator) -> None:
+    def before_training(self, module: nn.Module, loader: Iterator, config: CFAConfig) -> None:
         module.model.initialize_centroid(data_loader=loader)
 
     def backward(self, module: nn.Module, loss: torch.Tensor) -> None:
@@ -377,7 +470,7 @@ class FastflowBench(Bench):
             hidden_ratio=self.ANOMALIB_HIDDEN_RATIO / 2,
         )  # fmt: skip
 
-    def initial(self, config: FastFlowConfig) -> dict:
+    def initial(self, config: FastFlowConfig, images: Sequence[np.ndarray]) -> dict:
         return {"flows": fastflow_train.flow_network(config)}
 
     def parts(self, result) -> dict:
@@ -434,7 +527,222 @@ class FastflowBench(Bench):
         return module.loss(hidden, jacobians)
 
 
-BENCHES: dict[str, Bench] = {b.key: b for b in (StfpmBench(), CfaBench(), FastflowBench())}
+def _copy_modules(pairs: Sequence[tuple[nn.Module, nn.Module]]) -> None:
+    """Each (ours, anomalib's) pair of convolutions or batch norms: ours's state (weights,
+    running statistics) into anomalib's, which must have the same names and shapes."""
+    for mine, theirs in pairs:
+        theirs.load_state_dict(mine.state_dict())
+
+
+class Rd4adBench(Bench):
+    key, title = "rd4ad", "RD4AD"
+    ours, train_module, lightning = RD4AD, rd4ad_train, ReverseDistillation
+    #: The official code's student for ResNet18 (anomalib's copy of it): no 1x1 fusion in MFF,
+    #: two basic blocks in OCE and per decoder level, a ReLU after every block.
+    LAYOUT: ClassVar[dict[str, object]] = {
+        "mff_fusion": False,
+        "oce_blocks": 2,
+        "decoder_blocks": 2,
+        "decoder_relu": True,
+    }
+
+    def config(self, backbone: str, size: int, epochs: int, seed: int) -> RD4ADConfig:
+        if backbone != "resnet18":
+            raise ValueError("anomalib's RD4AD decoders are ResNets; the layout here is ResNet18's")
+        return RD4ADConfig(
+            backbone=backbone, size=(size, size), seed=seed, epochs=epochs, val_fraction=0.0,
+            **self.LAYOUT,
+        )  # fmt: skip
+
+    def initial(self, config: RD4ADConfig, images: Sequence[np.ndarray]) -> dict:
+        return {"student": rd4ad_train.student_network(config)}
+
+    def parts(self, result) -> dict:
+        return {"student": result.student}
+
+    def build(self, config: RD4ADConfig, initial: dict) -> nn.Module:
+        timm_name, layers = TIMM[config.backbone]
+        module = ReverseDistillation(
+            backbone=timm_name, layers=[layers[t] for t in get_spec(config.backbone).taps],
+            pre_trained=False,
+            pre_processor=ReverseDistillation.configure_pre_processor(image_size=config.size),
+        )  # fmt: skip
+        teacher = rd4ad_train.teacher_network(config)
+        copy_backbone(module.model.encoder, teacher, config.backbone, config.size[0])
+        self.load_trained(module, initial, config)
+        return module
+
+    def load_trained(self, module: nn.Module, parts: dict, config: RD4ADConfig) -> None:
+        """Our OCBE and decoder into anomalib's ``bottleneck`` and ``decoder``, module by module
+        (the layouts are the same, the names and the order of the state dicts are not): MFF's
+        strided convolutions into ``conv1`` to ``conv3`` (its unused ``conv4`` stays as it is),
+        OCE's blocks into ``bn_layer``, each decoder level's up-block and further block into
+        ``layer1`` to ``layer3``."""
+        student = parts["student"]
+        ocbe, bottleneck, decoder = student.ocbe, module.model.bottleneck, module.model.decoder
+        if not isinstance(ocbe.fuse, nn.Identity) or len(ocbe.oce) != len(bottleneck.bn_layer):
+            raise RuntimeError("our OCBE is not the official layout (see Rd4adBench.LAYOUT)")
+        pairs = [
+            (ocbe.align[0][0][0], bottleneck.conv1), (ocbe.align[0][0][1], bottleneck.bn1),
+            (ocbe.align[0][1][0], bottleneck.conv2), (ocbe.align[0][1][1], bottleneck.bn2),
+            (ocbe.align[1][0], bottleneck.conv3), (ocbe.align[1][1], bottleneck.bn3),
+        ]  # fmt: skip
+        for mine, theirs in zip(ocbe.oce, bottleneck.bn_layer, strict=True):
+            pairs += [(mine.main[0][0], theirs.conv1), (mine.main[0][1], theirs.bn1),
+                      (mine.main[1], theirs.conv2), (mine.main[2], theirs.bn2)]  # fmt: skip
+            if theirs.downsample is not None:
+                pairs += [(mine.shortcut[0], theirs.downsample[0]),
+                          (mine.shortcut[1], theirs.downsample[1])]  # fmt: skip
+        levels = (decoder.layer1, decoder.layer2, decoder.layer3)
+        blocks, refine = student.decoder.blocks, student.decoder.refine
+        for up, more, layer in zip(blocks, refine, levels, strict=True):
+            first = layer[0]
+            pairs += [(up.main[0], first.conv1), (up.main[1], first.bn1),
+                      (up.main[3], first.conv2), (up.main[4], first.bn2),
+                      (up.shortcut[0], first.upsample[0]),
+                      (up.shortcut[1], first.upsample[1])]  # fmt: skip
+            for mine, theirs in zip(more, list(layer)[1:], strict=True):
+                pairs += [(mine.main[0][0], theirs.conv1), (mine.main[0][1], theirs.bn1),
+                          (mine.main[1], theirs.conv2), (mine.main[2], theirs.bn2)]  # fmt: skip
+        _copy_modules(pairs)
+
+    def loss(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        encoder, decoder = module.model(x)
+        return module.loss(encoder, decoder)
+
+
+def _logit(p: torch.Tensor) -> torch.Tensor:
+    """The inverse of the sigmoid anomalib's SuperSimpleNet ends with, in float64."""
+    p = p.double()
+    return (torch.log(p) - torch.log1p(-p)).float()
+
+
+class SimplenetBench(Bench):
+    """SimpleNet against anomalib's SuperSimpleNet (anomalib 2.7 has no SimpleNet; see the
+    module docstring): its segmentation path is SimpleNet's adaptor and discriminator."""
+
+    key, title = "simplenet", "SimpleNet"
+    ours, train_module, lightning = SimpleNet, simplenet_train, Supersimplenet
+
+    def config(self, backbone: str, size: int, epochs: int, seed: int) -> SimpleNetConfig:
+        return SimpleNetConfig(
+            backbone=backbone, size=(size, size), seed=seed, epochs=epochs, val_fraction=0.0
+        )
+
+    def initial(self, config: SimpleNetConfig, images: Sequence[np.ndarray]) -> dict:
+        """Our adaptor and discriminator as our training initialises them, with the
+        standardisation our training measures on ``images`` (all of them: ``val_fraction=0``)."""
+        data = to_network_input(images, InputSpec.for_channels(3, config.size))
+        features = TeacherFeatures(simplenet_train.feature_network(config), data, config.batch_size)
+        index = np.arange(len(data))
+        standardise = simplenet_train.standardise_network(features, index, config.batch_size)
+        return {"heads": simplenet_train.head_networks(config, standardise)}
+
+    def parts(self, result) -> dict:
+        return {"heads": result.heads}
+
+    def build(self, config: SimpleNetConfig, initial: dict) -> nn.Module:
+        timm_name, layers = TIMM[config.backbone]
+        module = Supersimplenet(
+            backbone=timm_name, layers=[layers[t] for t in get_spec(config.backbone).taps],
+            pre_processor=Supersimplenet.configure_pre_processor(image_size=config.size),
+        )  # fmt: skip
+        backbone = simplenet_train.feature_network(config).backbone
+        extractor = module.model.feature_extractor.feature_extractor
+        copy_backbone(extractor, backbone, config.backbone, config.size[0])
+        # its noise (0.015, absolute, set for ImageNet WideResNet50 features) in the units ours
+        # uses: our standardisation is folded into its adaptor, so its adapted features start
+        # in our standardised units
+        module.model.anomaly_generator.noise_std = config.noise_std
+        self.load_trained(module, initial, config)
+        return module
+
+    def load_trained(self, module: nn.Module, parts: dict, config: SimpleNetConfig) -> None:
+        """Our standardisation folded into anomalib's adaptor (``W' = W / s``, ``b' = b - W' m``,
+        in float64), our discriminator into its segmentation head with the last layer negated
+        (ours scores ``-D``, its head gives the anomaly value itself). Its classification head
+        keeps its own weights."""
+        heads = parts["heads"]
+        standardise, adaptor, disc = heads["standardise"], heads["adaptor"], heads["discriminator"]
+        weight = adaptor.weight.detach().double()[:, :, 0, 0] / standardise.scale.double()
+        bias = adaptor.bias.detach().double() - weight @ standardise.mean.double().reshape(-1)
+        projection = module.model.adaptor.projection
+        seg = module.model.segdec.seg_head
+        with torch.no_grad():
+            projection.weight.copy_(weight[:, :, None, None].float())
+            projection.bias.copy_(bias.float())
+            seg[3].weight.copy_(-disc[3].weight)
+        _copy_modules([(disc[0], seg[0]), (disc[1], seg[1])])
+
+    def before_training(self, module: nn.Module, loader: Iterator, config) -> None:
+        torch.manual_seed(config.seed)  # its Perlin masks and noise draw from torch's stream
+
+    def optimiser(self, module: nn.Module, config) -> tuple[torch.optim.Optimizer, object]:
+        """Its AdamW and its MultiStepLR (x0.4 at 80 % and 90 % of the epochs), which reads the
+        epochs from the Trainer: a stand-in holding only ``max_epochs``."""
+        module.trainer = types.SimpleNamespace(max_epochs=config.epochs)
+        try:
+            (optimiser,), (scheduler,) = module.configure_optimizers()
+        finally:
+            module.trainer = None
+        return optimiser, scheduler
+
+    def loss(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Its training step on normal images: no masks, labels zero."""
+        amap, score, masks, labels = module.model(images=x, labels=torch.zeros(len(x)))
+        return module.loss(pred_map=amap, pred_score=score, target_mask=masks, target_label=labels)
+
+    def outputs(self, out, fidelity: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """As anomalib gives them: the classification head's score and the sigmoid of the map;
+        for the comparison: the map before its sigmoid (``logit``) and its maximum, which are
+        SimpleNet's map and score (the classification head is not SimpleNet's)."""
+        if not fidelity:
+            return out.pred_score, out.anomaly_map
+        amap = _logit(out.anomaly_map)
+        return amap.amax(dim=(-2, -1)), amap
+
+    def notes(self, module: nn.Module, transform, data: Data, size: int) -> list[str]:
+        """anomalib's image AUROC with SimpleNet's image score, its map's maximum, as well."""
+        aurocs = []
+        for images, labels in ((data.test, data.labels), (data.subtle, data.subtle_labels)):
+            maps = anomalib_predict(module, transform, images, size, self, fidelity=True)[1]
+            aurocs.append(auroc(labels, maps.max(axis=(1, 2))))
+        return [
+            f"anomalib's image AUROC with the maximum of its map as the score (SimpleNet's) "
+            f"instead of its classification head: {aurocs[0]:.3f}, subtle {aurocs[1]:.3f}"
+        ]
+
+    def fidelity_models(
+        self, config, parts: dict, initial: dict
+    ) -> list[tuple[str, nn.Module, bool]]:
+        """Two: anomalib's SuperSimpleNet on our patch features (its feature extractor replaced
+        by ours: everything after it is anomalib's code with our weights; the 0.99 targets), and
+        end to end with its own features (upsampled to twice the first tap's grid, then 3x3
+        averaged; a diagnostic: the aggregation is SuperSimpleNet's, not SimpleNet's)."""
+        same = self.build(config, initial)
+        self.load_trained(same, parts, config)
+        own = self.build(config, initial)
+        self.load_trained(own, parts, config)
+        same.model.feature_extractor = _OurFeatures(simplenet_train.feature_network(config))
+        return [("our features", same, True), ("its own features", own, False)]
+
+
+class _OurFeatures(nn.Module):
+    """Our patch features (``PatchFeatures``: taps 3x3-averaged, brought to the first tap's grid,
+    concatenated) as anomalib's SuperSimpleNet takes them: one tensor."""
+
+    def __init__(self, features: nn.Module) -> None:
+        super().__init__()
+        self.features = features.eval()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.features(images)[0]
+
+
+BENCHES: dict[str, Bench] = {
+    b.key: b for b in (StfpmBench(), CfaBench(), FastflowBench(), Rd4adBench(), SimplenetBench())
+}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -522,8 +830,8 @@ def anomalib_fit(bench: Bench, module: nn.Module, config, images: Sequence, tran
         types.SimpleNamespace(image=anomalib_input([images[i] for i in part], transform))
         for part in order(train_index, config.batch_size)
     )
-    bench.before_training(module, loader)
-    optimiser = module.configure_optimizers()
+    bench.before_training(module, loader, config)
+    optimiser, scheduler = bench.optimiser(module, config)
     module.model.train()
     for epoch in range(config.epochs):
         rng = np.random.default_rng([config.seed, 2, epoch])
@@ -532,6 +840,8 @@ def anomalib_fit(bench: Bench, module: nn.Module, config, images: Sequence, tran
             optimiser.zero_grad()
             bench.backward(module, loss)
             optimiser.step()
+        if scheduler is not None:
+            scheduler.step()  # Lightning's default interval: once per epoch
     module.model.eval()
     return time.perf_counter() - start
 
@@ -541,14 +851,19 @@ def ours_predict(model, images: Sequence) -> tuple[np.ndarray, np.ndarray]:
     return prediction.scores, prediction.maps
 
 
-def anomalib_predict(module: nn.Module, transform, images: Sequence, size: int) -> tuple:
+def anomalib_predict(
+    module: nn.Module, transform, images: Sequence, size: int, bench: Bench | None = None,
+    fidelity: bool = False,
+) -> tuple:  # fmt: skip
+    """anomalib's image scores and maps (see :meth:`Bench.outputs` for ``fidelity``)."""
     model = module.model.eval()
     scores, maps = [], []
     with torch.inference_mode():
         for part in batches(images, ANOMALIB_BATCH):
             out = model(anomalib_input(part, transform))
-            scores.append(out.pred_score.reshape(-1).numpy())
-            maps.append(out.anomaly_map.reshape(-1, size, size).numpy())
+            score, amap = (bench or Bench()).outputs(out, fidelity)
+            scores.append(score.reshape(-1).numpy())
+            maps.append(amap.reshape(-1, size, size).numpy())
     return np.concatenate(scores), np.concatenate(maps)
 
 
@@ -612,6 +927,25 @@ class Row:
     theirs: Side
     fidelity: list[Fidelity]
     notes: list[str] = field(default_factory=list)
+    run: int = 0  # which run (of the results file's ``runs``) measured it
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method, "backbone": self.backbone, "run": self.run,
+            "settings": self.settings, "ours": self.ours.__dict__,
+            "anomalib": self.theirs.__dict__,
+            "fit_ratio_ours_over_anomalib": self.ours.fit_s / self.theirs.fit_s,
+            "fidelity": [{**f.__dict__, "met": f.met} for f in self.fidelity],
+            "notes": self.notes,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> Row:
+        fidelity = [Fidelity(**{k: v for k, v in f.items() if k != "met"}) for f in raw["fidelity"]]
+        return cls(
+            raw["method"], raw["backbone"], raw["settings"], Side(**raw["ours"]),
+            Side(**raw["anomalib"]), fidelity, raw.get("notes", []), raw.get("run", 0),
+        )  # fmt: skip
 
 
 def run(bench: Bench, backbone: str, data: Data, epochs: int, args) -> Row:
@@ -626,7 +960,8 @@ def run(bench: Bench, backbone: str, data: Data, epochs: int, args) -> Row:
     # calls (allocator, kernel selection) do not land on whichever side runs first
     warm = bench.config(backbone, size, 1, args.seed)
     bench.ours(warm).fit(data.train[:8])
-    anomalib_fit(bench, bench.build(warm, bench.initial(warm)), warm, data.train[:8], transform)
+    warm_initial = bench.initial(warm, data.train[:8])
+    anomalib_fit(bench, bench.build(warm, warm_initial), warm, data.train[:8], transform)
 
     # (b, c) ours: our fit, timed, the torch networks it trained kept for (a); anomalib: our
     # backbone and our initialisation, its own loss and optimiser. With repeats the sides
@@ -639,34 +974,35 @@ def run(bench: Bench, backbone: str, data: Data, epochs: int, args) -> Row:
             model.fit(data.train)
             times["ours"].append(time.perf_counter() - start)
         times["ours_train"].append(model.summary.seconds)
-        theirs_model = bench.build(config, bench.initial(config))
+        theirs_model = bench.build(config, bench.initial(config, data.train))
         times["anomalib"].append(anomalib_fit(bench, theirs_model, config, data.train, transform))
     ours.fit_s, ours.train_s = min(times["ours"]), min(times["ours_train"])
     theirs.fit_s = theirs.train_s = min(times["anomalib"])
     ours.score(data, ours_predict(model, data.test), ours_predict(model, data.subtle))
-    theirs_test = anomalib_predict(theirs_model, transform, data.test, size)
-    theirs_subtle = anomalib_predict(theirs_model, transform, data.subtle, size)
+    theirs_test = anomalib_predict(theirs_model, transform, data.test, size, bench)
+    theirs_subtle = anomalib_predict(theirs_model, transform, data.subtle, size, bench)
     theirs.score(data, theirs_test, theirs_subtle)
     log(f"  fit ours {ours.fit_s:.1f} s, anomalib {theirs.fit_s:.1f} s; image AUROC ours "
         f"{ours.image_auroc:.3f} / {ours.subtle_image_auroc:.3f} (subtle), anomalib "
         f"{theirs.image_auroc:.3f} / {theirs.subtle_image_auroc:.3f}")  # fmt: skip
+    extra_notes = bench.notes(theirs_model, transform, data, size)
     del theirs_model
 
     # (a) our trained parts copied into a fresh anomalib model: same weights, same inputs
-    same = bench.build(config, bench.initial(config))
-    bench.load_trained(same, bench.parts(box["result"]), config)
+    initial = bench.initial(config, data.train)
     sets = [("synthetic test", data.test)]
     if data.tiles:
         sets.append(("magnetic tile", data.tiles))
     fidelity = []
-    for label, images in sets:
-        mine = ours_predict(model, images)
-        fidelity.append(
-            compare(f"{bench.title} {backbone}", label, mine, anomalib_predict(same, transform,
-                    images, size))
-        )  # fmt: skip
-        f = fidelity[-1]
-        log(f"  fidelity on {label}: Spearman {f.spearman:.4f}, Pearson {f.pearson:.5f}")
+    for suffix, same, target in bench.fidelity_models(config, bench.parts(box["result"]), initial):
+        for label, images in sets:
+            mine = ours_predict(model, images)
+            theirs_out = anomalib_predict(same, transform, images, size, bench, fidelity=True)
+            name = f"{bench.title} {backbone}" + (f", {suffix}" if suffix else "")
+            fidelity.append(compare(name, label, mine, theirs_out, target=target))
+            f = fidelity[-1]
+            log(f"  fidelity{', ' + suffix if suffix else ''} on {label}: Spearman "
+                f"{f.spearman:.4f}, Pearson {f.pearson:.5f}")  # fmt: skip
     settings = {
         "size": size,
         "train_images": len(data.train),
@@ -684,6 +1020,7 @@ def run(bench: Bench, backbone: str, data: Data, epochs: int, args) -> Row:
     nan = sum(int((~np.isfinite(m)).sum()) for m in (theirs_test[1], theirs_subtle[1]))
     if nan:
         notes.append(f"anomalib's test maps hold {nan} non-finite values")
+    notes += extra_notes
     return Row(bench.title, backbone, settings, ours, theirs, fidelity, notes)
 
 
@@ -699,6 +1036,13 @@ OPTIMISERS = {
             "AdamW lr 1e-3, wd 5e-4, amsgrad; loss x1000; CoordConv descriptor"),
     "FastFlow": ("Adam lr 1e-3, wd 1e-5; NLL per dimension",
                  "Adam lr 1e-3, wd 1e-5; NLL summed; learned LayerNorm and global affines"),
+    "RD4AD": ("Adam lr 5e-3, betas (0.5, 0.999); cosine distance per position",
+              "Adam lr 5e-3, betas (0.5, 0.99); cosine distance per flattened level"),
+    "SimpleNet": ("AdamW lr 1e-4 (adaptor), Adam lr 2e-4, wd 1e-5 (discriminator); Gaussian "
+                  "noise everywhere; truncated L1",
+                  "SuperSimpleNet: AdamW lr 1e-4 / 2e-4, wd 1e-2 / 1e-5, x0.4 at 80 % and 90 % "
+                  "of the epochs; noise in Perlin masks; truncated L1 + focal losses, "
+                  "classification head"),
 }  # fmt: skip
 
 
@@ -706,28 +1050,48 @@ def fmt(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
-def report(rows: list[Row], args, data: Data, started: float, command: str) -> str:
-    minutes = (time.time() - started) / 60
+def describe_run(index: int, meta: dict) -> list[str]:
+    """One run of the results file, from its stored metadata: command, duration, load, data."""
+    a, machine = meta["args"], meta["machine"]
+    size, seed = int(a["size"]), int(a["seed"])
+    tiles = meta.get("tile_summary") or (
+        f"magnetic tile, {2 * int(a['tiles'])} test images of setting 1 (seed {seed})"
+        if int(a["tiles"]) else "no magnetic-tile images"
+    )  # fmt: skip
+    mode = "quick" if a["quick"] == "True" else "full"
+    date = f" on {meta['date']}" if meta.get("date") else ""
+    return [
+        f"- Run {index + 1} ({', '.join(meta['titles'])}): `{meta['command']}` "
+        f"({mode} mode){date}, "
+        f"took {meta['minutes']:.1f} min; load average {machine['load_start']:.1f} at start, "
+        f"{machine['load_end']:.1f} at end; anomalib {meta['versions']['anomalib']}, torch "
+        f"{meta['versions']['torch']}. Data: synthetic scenes of {size} px, {a['train']} "
+        f"training images (seed {seed}), {a['test']} test images (seed {seed + 1}) and as many "
+        f"subtle ones (seed {seed + 2}, defects at {float(a['alpha']):.0%} contrast); fidelity "
+        f"also on {tiles}; the fastest of {a['repeats']} fit(s) per side."
+    ]  # fmt: skip
+
+
+def report(rows: list[Row], runs: list[dict]) -> str:
+    titles = list(dict.fromkeys(row.method for row in rows))
+    names = ", ".join(titles[:-1]) + f" and {titles[-1]}" if len(titles) > 1 else titles[0]
     lines = [
-        f"# STFPM, CFA and FastFlow: vad_inspection vs anomalib {anomalib.__version__}",
+        f"# {names}: vad_inspection vs anomalib {anomalib.__version__}",
         "",
-        f"Command: `{command}` ({'quick' if args.quick else 'full'} mode), run took "
-        f"{minutes:.1f} min. Machine: {platform.machine()}, {os.cpu_count()} cores shared with "
-        f"other jobs (load average {args.load_start:.1f} at start, {os.getloadavg()[0]:.1f} at "
-        f"end), torch {torch.__version__}, one torch thread on both sides.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores shared with other jobs; one "
+        "torch thread on both sides. Each method's rows come from the run named below (a run "
+        "with `--methods` replaces the rows of those methods only). Data: synthetic scenes "
+        "(`tests/scenes.py`): defect-free training images, test images (every second one with "
+        "a defect), and as many subtle test scenes (the same kind, each defect blended into its "
+        "texture at a low contrast, as the plain scenes' image AUROC saturates at 1).",
         "",
-        f"Data: synthetic scenes (`tests/scenes.py`) of {args.size} px: {len(data.train)} "
-        f"defect-free training images (seed {args.seed}), {len(data.test)} test images (seed "
-        f"{args.seed + 1}, every second one with a defect), and as many subtle test scenes (seed "
-        f"{args.seed + 2}: the same kind, each defect blended into its texture at "
-        f"{data.alpha:.0%} contrast, as the plain scenes' image AUROC saturates at 1). Fidelity "
-        f"also on {data.tile_summary or 'no magnetic-tile images'}.",
+        *[line for i, meta in enumerate(runs) for line in describe_run(i, meta)],
         "",
-        "**Caveat:** all weights are seeded random (backbone: our torchvision initialisation with "
-        f"seed {args.seed}, copied into anomalib's), as no pretrained weights can be downloaded "
-        "here. AUROC on these scenes says whether the two implementations learn alike on a task "
-        "random features can solve, not how good either is on real defects; the images are small "
-        "and the epochs few to keep the run within ~20 minutes on two shared cores.",
+        "**Caveat:** all weights are seeded random (backbone: our torchvision initialisation, "
+        "copied into anomalib's), as no pretrained weights can be downloaded here. AUROC on "
+        "these scenes says whether the two implementations learn alike on a task random "
+        "features can solve, not how good either is on real defects; the images are small and "
+        "the epochs few to keep each run within ~20 minutes on two shared cores.",
         "",
         "## (b) and (c): trained independently from the same initialisation",
         "",
@@ -735,10 +1099,10 @@ def report(rows: list[Row], args, data: Data, started: float, command: str) -> s
         "optimiser. Fit: ours is the whole `fit` (preprocessing, teacher cache, training, ONNX "
         "export; training alone in brackets), anomalib's its training loop (CFA with its "
         "memory-bank initialisation) with its PreProcessor applied per batch; the fastest of "
-        f"{args.repeats} run(s) per side, the sides alternating, after an untimed warm-up.",
+        "the run's fits per side, the sides alternating, after an untimed warm-up.",
         "",
-        "| method | backbone | epochs x batch | side | optimiser and loss | fit s | image AUROC "
-        "| pixel AUROC | subtle: image AUROC | subtle: pixel AUROC |",
+        "| method | backbone | px, epochs x batch | side | optimiser and loss | fit s "
+        "| image AUROC | pixel AUROC | subtle: image AUROC | subtle: pixel AUROC |",
         "|---|---|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -751,7 +1115,8 @@ def report(rows: list[Row], args, data: Data, started: float, command: str) -> s
             if name == "ours":
                 fit += f" ({side.train_s:.1f})"
             lines.append(
-                f"| {row.method} | {row.backbone} | {s['epochs']} x {s['batch_size']} | {name} | "
+                f"| {row.method} | {row.backbone} | {s['size']}, {s['epochs']} x "
+                f"{s['batch_size']} | {name} | "
                 f"{opt} | {fit} | {fmt(side.image_auroc)} | {fmt(side.pixel_auroc)} | "
                 f"{fmt(side.subtle_image_auroc)} | {fmt(side.subtle_pixel_auroc)} |"
             )
@@ -822,6 +1187,26 @@ DIFFERENCES = [
     "element) and the global affine of every block, and its NLL is not divided by the "
     "dimensions. anomalib runs the frozen backbone at every step; ours caches its features.",
     "STFPM: ours caches the teacher's features; anomalib runs the teacher at every step.",
+    "RD4AD: ours in the official code's layout (`mff_fusion=False, oce_blocks=2, "
+    "decoder_blocks=2, decoder_relu=True`; our default adds the paper's 1x1 fusion convolution, "
+    "which the official code and anomalib define but never call, and has one block per decoder "
+    "level without a final ReLU), mapped module for module: same networks, map (per level 1 - "
+    "cosine, upsampled with the corners aligned, summed, Gaussian sigma 4) and score. Training "
+    "differs: anomalib's loss is one cosine per flattened level and image (the official code's), "
+    "ours the paper's per position; anomalib's Adam has beta2 0.99 (ours 0.999). anomalib runs "
+    "the encoder at every step; ours caches its features.",
+    "SimpleNet: anomalib 2.7 has no SimpleNet; its SuperSimpleNet keeps SimpleNet's adaptor and "
+    "discriminator (its segmentation head), which take ours (our standardisation folded into "
+    "the adaptor, the discriminator's last layer negated). Not SimpleNet's: its features "
+    "(taps upsampled to twice the first tap's grid, then 3x3-averaged; ours: each tap averaged "
+    "on its grid, then upsampled to the first tap's), the sigmoid on its map (undone for (a)), "
+    "its image score from a classification head (for (a): its map's maximum), its 25 px "
+    "smoothing kernel (ours 33); hence (a) on our features (target) and on its own (diagnostic). "
+    "In (b) it trains as SuperSimpleNet: Perlin-masked noise on about half of a doubled batch, "
+    "truncated L1 + focal losses, AdamW for both parts, learning rate x0.4 at 80 % and 90 % of "
+    "the epochs; its noise deviation set to ours (0.1 in our standardised units, which its "
+    "adaptor starts in). It runs the backbone at every step, on a grid 4 times ours; ours caches "
+    "the features.",
 ]
 
 
@@ -830,10 +1215,11 @@ DIFFERENCES = [
 # ---------------------------------------------------------------------------------------------
 
 
-def write_pins(path: Path) -> None:
-    """anomalib's figures on the fixed input of ``tests/anomalib_pins.py``."""
+def write_pins(path: Path, methods: Sequence[str]) -> None:
+    """anomalib's figures on the fixed input of ``tests/anomalib_pins.py`` for ``methods``; the
+    pin file's entries of the other methods stay as they are (if it was written for the same
+    anomalib, torch and input)."""
     size = anomalib_pins.SIZE
-    images = anomalib_pins.inputs()
     pins: dict = {
         "about": "anomalib's image scores and anomaly maps for the fixed input and seeded weights "
         "of tests/anomalib_pins.py; written by benchmarks/vs_anomalib_trained.py --pin",
@@ -841,15 +1227,25 @@ def write_pins(path: Path) -> None:
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
         "size": size,
-        "input_sha256": anomalib_pins.digest(images),
+        "input_sha256": anomalib_pins.digest(anomalib_pins.inputs(size)),
         "methods": {},
     }
-    for key in anomalib_pins.METHODS:
+    if path.is_file():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        same = all(old.get(k) == pins[k] for k in ("anomalib", "torch", "size", "input_sha256"))
+        kept = {k: v for k, v in old["methods"].items() if k not in methods}
+        if kept and not same:
+            raise SystemExit(f"{path} was pinned with other versions or input: --pin all methods")
+        pins["methods"].update(kept)
+    for key in methods:
+        size = anomalib_pins.size_of(key)
+        images = anomalib_pins.inputs(size)
         bench = BENCHES[key]
         nets = anomalib_pins.networks(key)
         config = nets["config"]
         transform = bench.transform(size)
         check_inputs(transform, images, size)
+        fidelity = False  # anomalib's outputs as they are (see Bench.outputs)
         if key == "stfpm":
             module = bench.build(config, {"student": nets["student"]})
         elif key == "cfa":
@@ -862,14 +1258,37 @@ def write_pins(path: Path) -> None:
             ours_bank = nets["memory"]
             bank_diff = float((bank - ours_bank).abs().max() / ours_bank.abs().max())
             log(f"  CFA memory bank, anomalib's vs ours: max diff {bank_diff:.1e}")
-        else:
+        elif key == "fastflow":
             module = bench.build(config, {"flows": nets["flows"]})
-        scores, maps = anomalib_predict(module, transform, images, size)
+        elif key == "rd4ad":
+            module = bench.build(config, {"student": nets["student"]})
+        else:  # SuperSimpleNet on our features, at our smoothing kernel's width (see the test)
+            module = bench.build(config, {"heads": nets["heads"]})
+            module.model.feature_extractor = _OurFeatures(nets["features"])
+            own_kernel = anomalib_predict(module, transform, images, size, bench, fidelity=True)
+            width = gaussian_kernel_size(config.sigma)
+            module.model.anomaly_map_generator.smoothing = GaussianBlur2d(
+                kernel_size=width, sigma=config.sigma
+            )
+            fidelity = True
+        scores, maps = anomalib_predict(module, transform, images, size, bench, fidelity)
         entry = {
             "fingerprint": anomalib_pins.fingerprint(nets),
             "scores": anomalib_pins.encode(scores),
             "maps": anomalib_pins.encode(maps),
         }
+        if size != anomalib_pins.SIZE:
+            entry.update(size=size, input_sha256=anomalib_pins.digest(images))
+        if key == "simplenet":
+            entry["about"] = (
+                "SuperSimpleNet's segmentation path on our patch features, its sigmoid undone; "
+                f"smoothed by its GaussianBlur2d at our kernel width ({width} px)"
+            )
+            entry["own_kernel"] = {
+                "about": "the same with SuperSimpleNet's own kernel width (2 ceil(3 sigma) + 1)",
+                "scores": anomalib_pins.encode(own_kernel[0]),
+                "maps": anomalib_pins.encode(own_kernel[1]),
+            }
         if key == "cfa":
             entry["memory_bank_diff"] = bank_diff
             x = anomalib_input(images, transform)
@@ -893,11 +1312,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="64 px, fewer images and epochs")
     parser.add_argument("--pin", action="store_true", help="write tests/data/anomalib_pins.json")
-    parser.add_argument("--methods", default="stfpm,cfa,fastflow")
+    parser.add_argument(
+        "--methods", default=",".join(BENCHES), help=f"comma-separated, of {','.join(BENCHES)}"
+    )
+    parser.add_argument(
+        "--report", action="store_true",
+        help="only rewrite the Markdown report from the results JSON (no measuring)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--fresh", action="store_true",
+        help="write the results file anew (default: the rows of the methods run replace theirs, "
+        "the other methods' rows stay)",
+    )  # fmt: skip
     parser.add_argument("--size", type=int, help="image size, px (default 128, quick 64)")
     parser.add_argument("--train", type=int, help="training images (default 64, quick 32)")
     parser.add_argument("--test", type=int, help="test images, half with defects (60, quick 20)")
-    parser.add_argument("--epochs", help="method=epochs,... (default stfpm=20,cfa=10,fastflow=20)")
+    parser.add_argument(
+        "--epochs",
+        help="method=epochs,... (default stfpm=20,cfa=10,fastflow=20,rd4ad=10,simplenet=10; "
+        "quick: half)",
+    )
     tiles = ROOT.parents[1] / "shared" / "data" / "magnetic_tile"
     parser.add_argument("--data", default=str(tiles), help="magnetic tile (fidelity only)")
     parser.add_argument("--tiles", type=int, help="normal magnetic-tile test images (16, quick 8)")
@@ -912,53 +1346,94 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     if args.pin:
-        write_pins(args.out or anomalib_pins.PIN_FILE)
+        write_pins(args.out or anomalib_pins.PIN_FILE, args.methods.split(","))
         return 0
     args.size = args.size or (64 if args.quick else 128)
     args.train = args.train or (32 if args.quick else 64)
     args.test = args.test or (20 if args.quick else 60)
     args.repeats = args.repeats or (1 if args.quick else 2)
     args.tiles = args.tiles if args.tiles is not None else (8 if args.quick else 16)
-    epochs = {"stfpm": 10, "cfa": 5, "fastflow": 10} if args.quick else {
-        "stfpm": 20, "cfa": 10, "fastflow": 20}  # fmt: skip
+    epochs = {"stfpm": 20, "cfa": 10, "fastflow": 20, "rd4ad": 10, "simplenet": 10}
+    if args.quick:
+        epochs = {key: value // 2 for key, value in epochs.items()}
     for item in filter(None, (args.epochs or "").split(",")):
         name, value = item.split("=")
         epochs[name] = int(value)
     out = args.out or ROOT / "results" / f"vs_anomalib_trained{'-quick' if args.quick else ''}.md"
+    if args.report:
+        raw = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+        out.write_text(report([Row.from_dict(r) for r in raw["rows"]], raw["runs"]), "utf-8")
+        log(f"wrote {out}")
+        return 0
     started = time.time()
     args.load_start = os.getloadavg()[0]
     command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
 
+    methods = args.methods.split(",")
+    unknown = sorted(set(methods) - set(BENCHES))
+    if unknown:
+        parser.error(f"unknown methods {unknown}; known: {', '.join(BENCHES)}")
     data = synthetic(args.size, args.train, args.test, args.seed, args.alpha)
     if args.tiles:
         data.tiles, data.tile_summary = magnetic_tiles(args.data, args.size, args.tiles, args.seed)
     rows = []
-    for key in args.methods.split(","):
+    for key in methods:
         bench = BENCHES[key]
         for backbone in bench.backbones:
             rows.append(run(bench, backbone, data, epochs[key], args))
-    text = report(rows, args, data, started, command)
-    print(text)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
-    raw = {
+    meta = {
         "command": command,
+        "date": time.strftime("%Y-%m-%d"),
+        "titles": [BENCHES[key].title for key in methods],
         "minutes": (time.time() - started) / 60,
         "machine": {"arch": platform.machine(), "cores": os.cpu_count(),
                     "load_start": args.load_start, "load_end": os.getloadavg()[0]},
         "versions": {"anomalib": anomalib.__version__, "torch": torch.__version__},
         "args": {k: str(v) for k, v in vars(args).items()},
-        "rows": [
-            {"method": r.method, "backbone": r.backbone, "settings": r.settings,
-             "ours": r.ours.__dict__, "anomalib": r.theirs.__dict__,
-             "fit_ratio_ours_over_anomalib": r.ours.fit_s / r.theirs.fit_s,
-             "fidelity": [{**f.__dict__, "met": f.met} for f in r.fidelity], "notes": r.notes}
-            for r in rows
-        ],
+        "tile_summary": data.tile_summary,
     }  # fmt: skip
+    runs, rows = merged(out.with_suffix(".json"), meta, rows, fresh=args.fresh)
+    text = report(rows, runs)
+    print(text)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    raw = {"runs": runs, "rows": [row.to_dict() for row in rows]}
     out.with_suffix(".json").write_text(json.dumps(raw, indent=2, default=float) + "\n")
     log(f"wrote {out}")
     return 0
+
+
+def merged(path: Path, meta: dict, rows: list[Row], fresh: bool) -> tuple[list[dict], list[Row]]:
+    """This run's rows with the rows the results file ``path`` holds for other methods (unless
+    ``fresh``), in the order of :data:`BENCHES`, and the runs that measured them. A file of the
+    earlier layout (one run: its metadata at the top level) is read as one run."""
+    previous_runs: list[dict] = []
+    previous: list[Row] = []
+    if path.is_file() and not fresh:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        if "runs" in raw:
+            previous_runs = raw["runs"]
+        else:
+            titles = [BENCHES[key].title for key in raw["args"]["methods"].split(",")]
+            previous_runs = [{**{k: v for k, v in raw.items() if k != "rows"}, "titles": titles}]
+        previous = [Row.from_dict(r) for r in raw["rows"]]
+    measured = {row.method for row in rows}
+    kept = [row for row in previous if row.method not in measured]
+    runs: list[dict] = []
+    renumber: dict[int, int] = {}
+    for row in kept:
+        if row.run not in renumber:
+            renumber[row.run] = len(runs)
+            runs.append(previous_runs[row.run])
+        row.run = renumber[row.run]
+    for row in rows:
+        row.run = len(runs)
+    runs.append(meta)
+    for index, run_meta in enumerate(runs):
+        methods = {row.method for row in [*kept, *rows] if row.run == index}
+        run_meta["titles"] = [t for t in run_meta["titles"] if t in methods]
+    order = [bench.title for bench in BENCHES.values()]
+    return runs, sorted([*kept, *rows], key=lambda row: order.index(row.method))
 
 
 if __name__ == "__main__":

@@ -66,6 +66,15 @@ Where the engine departs from the paper, and why:
 * Image score: the authors' code takes the maximum of the unsmoothed patch scores; here it is the
   maximum of the smoothed map (as CFA and PatchCore), so score and map always agree.
 
+anomalib (2.7) has no SimpleNet. Its SuperSimpleNet (Rolih et al., 2024) extends it and keeps the
+adaptor and the discriminator with the same parameterisation, so ours map onto it
+(``benchmarks/vs_anomalib_trained.py``: our standardisation folded into its adaptor, the
+discriminator's last layer negated, as its head outputs the anomaly value where ours outputs
+``D`` and scores ``-D``); with the same features the two maps agree to float precision. Its
+features (the taps upsampled to twice the first tap's grid, then 3x3-averaged), its
+Perlin-masked noise, its focal losses and its image-level classification head are
+SuperSimpleNet's, not the paper's, and stay out of this module.
+
 This module is the inference side and has no torch in it: backbone, aggregation,
 standardisation, adaptor, discriminator, the sign and the upsampling are one ONNX graph (input:
 the ImageNet-normalised image batch; output: the unsmoothed map at the input size) run in one
