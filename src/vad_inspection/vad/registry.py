@@ -21,6 +21,7 @@ from vad_inspection.vad.fastflow import FastFlow, FastFlowConfig
 from vad_inspection.vad.padim import PaDiM, PaDiMConfig
 from vad_inspection.vad.patchcore import PatchCore, PatchCoreConfig
 from vad_inspection.vad.rd4ad import RD4AD, RD4ADConfig
+from vad_inspection.vad.rx import RX, RXConfig
 from vad_inspection.vad.simplenet import SimpleNet, SimpleNetConfig
 from vad_inspection.vad.stfpm import STFPM, STFPMConfig
 from vad_inspection.vad.vae import CRACK_OPTIONS, VAE, VAEConfig
@@ -101,6 +102,7 @@ MODELS: dict[str, Callable[..., AnomalyModel]] = {
     "vae": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "vae"})),
     "vae_plain": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "vae_plain"})),
     "ae": lambda common, **o: VAE(_config(VAEConfig, common, {**o, "variant": "ae"})),
+    "rx": lambda common, **o: RX(_config(RXConfig, common, o)),
 }
 BASELINES: tuple[str, ...] = ("darkest_pixel", "local_contrast")
 #: Models with nothing to learn or save: the baselines and the ``dark_lines`` reference.
@@ -120,6 +122,7 @@ CONFIGS: dict[str, type] = {
     "vae": VAEConfig,
     "vae_plain": VAEConfig,
     "ae": VAEConfig,
+    "rx": RXConfig,
 }
 #: Set from the shared options or the method name, so not options of their own.
 _SHARED_FIELDS = frozenset({"backbone", "seed", "size", "progress", "variant", "name", "weights"})
@@ -134,6 +137,7 @@ LOADERS: dict[str, Callable[[artifact.Artifact], AnomalyModel]] = {
     "vae": VAE.from_artifact,
     "vae_plain": VAE.from_artifact,
     "ae": VAE.from_artifact,
+    "rx": RX.from_artifact,
 }
 
 
