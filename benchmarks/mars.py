@@ -10,19 +10,24 @@ the training set contaminated by novel tiles). Here: image AUROC, F1 and AUC-PR 
 (``vad_inspection.eval.suite``, the harness every table of the repository uses), for the methods
 that exist (PatchCore, PaDiM, and those of the paper added since, at 64 px on MobileNetV2 with
 seeded random weights: no pretrained weights can be downloaded here), the crack paper's VAE and a
-plain autoencoder trained from scratch, and the two training-free baselines.
+plain autoencoder trained from scratch, the RX detector (the classic spectral one, fitted on the
+tiles' pixels), and the two training-free baselines.
 
 RGB: most detectors take three channels, so three of the six bands are put together
 (``--bands``; the paper does not say which, the tiles' first three filters are the likeliest:
 Mastcam's right-eye filters R0-R2 are roughly red, green and blue, hence the default order
-2,1,0 read as R, G, B). The models trained from scratch also run on all six bands (the authors
+2,1,0 read as R, G, B). The models fitted from scratch also run on all six bands (the authors
 of the dataset reported about 0.70 image AUROC for their best autoencoder with six bands, on
-their split; here on ours, a subset of their tiles, so compare with care). Per novelty
-category (drill hole, DRT spot, dump pile, broken rock, meteorite, vein, float rock, bedrock):
-image AUROC of the category's tiles against the typical test tiles, Setting 1.
+their published split). The three Settings draw their own seeded split from all typical tiles
+(``vad_inspection.eval.settings``); for the comparison with the authors, the models fitted from
+scratch are also fitted on the published split's training tiles and scored on its test tiles
+(a subset of theirs here): all novel tiles, and per novelty category (drill hole, DRT spot,
+dump pile, broken rock, meteorite, vein, float rock, bedrock) against the typical test tiles.
 
-Writes ``benchmarks/results/mars.{md,json}``. Nothing is tuned here: every method runs with its
-defaults (the VAE without the crack options: no crack in these tiles).
+Writes ``benchmarks/results/mars.{md,json}``. Every method runs with its defaults (the VAE
+without the crack options: no crack in these tiles). What was chosen by looking at these test
+tiles: the RX score rule (the tile's mean; see :mod:`vad_inspection.vad.rx`, chosen on the even
+half of the published test tiles, the odd half held out).
 """
 
 from __future__ import annotations
@@ -49,8 +54,11 @@ from vad_inspection.pipeline import fit_images  # noqa: E402
 from vad_inspection.vad.registry import MODELS, CommonOptions  # noqa: E402
 
 WANTED = ("darkest_pixel", "local_contrast", "patchcore", "padim", "cfa", "stfpm", "rd4ad",
-          "simplenet", "fastflow", "vae", "ae")  # fmt: skip
-FROM_SCRATCH = ("vae", "ae")  # the six-band rows
+          "simplenet", "fastflow", "vae", "ae", "rx")  # fmt: skip
+#: Fitted from scratch on the tiles (no ImageNet backbone): the six-band rows. RX needs no
+#: ``score`` option (its own default, the tile's mean RX, is used).
+FROM_SCRATCH = ("vae", "ae", "rx")
+NETWORKS = ("vae", "ae")  # take ``--scratch-score``
 SIZE = 64
 MAX_TRAIN = 1000
 
@@ -58,8 +66,10 @@ MAX_TRAIN = 1000
 def by_category(data_root: Path, bands: str, model: str, common: CommonOptions,
                 multispectral: bool = False, **options: object
                 ) -> dict[str, float | None]:  # fmt: skip
-    """Setting 1 per novelty category: fitted on typical training tiles, each category's tiles
-    scored against the typical test tiles."""
+    """Setting 1 on the published split: fitted on typical training tiles, each category's
+    tiles scored against the typical test tiles, and under ``all`` every novel test tile (once,
+    though some are filed under two categories) against them: the figure the dataset's authors
+    reported (about 0.70 for their best autoencoder, six bands)."""
     spec = f"mastcam:{data_root}/mastcam_novelty?bands={bands}"
     spec += "&multispectral=true" if multispectral else ""
     dataset = open_dataset(spec)
@@ -69,7 +79,10 @@ def by_category(data_root: Path, bands: str, model: str, common: CommonOptions,
     fitted, _ = fit_images(model, images, [], common, **options)
     typical = [s for s in dataset.samples if s.split == "test" and not s.label]
     typical_scores = fitted.predict([s.image() for s in typical]).scores
-    out: dict[str, float | None] = {}
+    novel = list({s.path.name: s for s in dataset.samples if s.label}.values())
+    scores = fitted.predict([s.image() for s in novel]).scores
+    labels = np.r_[np.zeros(len(typical_scores)), np.ones(len(scores))]
+    out: dict[str, float | None] = {"all": float(auroc(labels, np.r_[typical_scores, scores]))}
     for category in sorted({s.category for s in dataset.samples if s.label}):
         tiles = [s for s in dataset.samples if s.label and s.category == category]
         scores = fitted.predict([s.image() for s in tiles]).scores
@@ -108,7 +121,7 @@ def main() -> None:
     missing = [m for m in wanted if m not in MODELS]
     settings = tuple(int(s) for s in args.settings.split(","))
     common = CommonOptions(backbone="mobilenet_v2", seed=0, size=SIZE)
-    scratch = {m: {"score": args.scratch_score} for m in FROM_SCRATCH}
+    scratch = {m: {"score": args.scratch_score} if m in NETWORKS else {} for m in FROM_SCRATCH}
     config = EvalConfig(model_options=common, progress=False, method_options=scratch)
     start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="mars_"))  # the suite's per-run files; not results
@@ -144,13 +157,16 @@ def main() -> None:
         "",
     ]
     if spectral is not None:
-        lines += ["## Six bands (models trained from scratch)\n", spectral.table.to_markdown(), ""]
+        lines += ["## Six bands (models fitted from scratch)\n", spectral.table.to_markdown(), ""]
     six_rows = [(6, r) for r in (spectral.rows if spectral else [])]
     lines += costs_table([(3, r) for r in result.rows] + six_rows, settings[0])
-    names = sorted({c for v in categories.values() for c in v})
-    if names:
+    names = ["all", *sorted({c for v in categories.values() for c in v} - {"all"})]
+    if categories:
         lines += [
-            "## Setting 1 by novelty category (image AUROC against typical test tiles)\n",
+            "## Setting 1 on the published split, all novel tiles and by category\n",
+            "Image AUROC against the typical test tiles of the dataset's own split (fitted on "
+            f"{MAX_TRAIN} of its training tiles): `all` is the figure comparable with the "
+            "authors' (the Settings above draw their own split from all typical tiles).\n",
             "| model | " + " | ".join(names) + " |",
             "| --- |" + " --- |" * len(names),
         ]
@@ -158,7 +174,7 @@ def main() -> None:
         cells = ["n/a" if values.get(c) is None else f"{values[c]:.2f}" for c in names]
         lines.append(f"| {model} | " + " | ".join(cells) + " |")
     lines.append("\nThe dataset's authors: about 0.70 image AUROC for their best autoencoder with "
-                 "six bands (their split and tiles; ours is a subset).")  # fmt: skip
+                 "six bands (their split with all its tiles; here a subset of it).")  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "mars.md").write_text("\n".join(lines) + "\n")
     (args.out / "mars.json").write_text(json.dumps({

@@ -85,7 +85,7 @@ class RX:
     def fit(self, images: Sequence[np.ndarray]) -> None:
         """``mu`` and ``Sigma^-1`` from every pixel of the normal ``images`` (any sizes, one
         channel count)."""
-        if not images:
+        if len(images) == 0:  # a list or an (N, H, W, C) array
             raise InputError("RX needs at least one training image")
         count, total, outer = 0, None, None
         for k, image in enumerate(images):
