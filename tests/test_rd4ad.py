@@ -15,7 +15,7 @@ from tiny_trained import METHODS, detects_squares, images
 
 from vad_inspection.vad.ops import gaussian_blur
 from vad_inspection.vad.preprocess import InputSpec, to_network_input
-from vad_inspection.vad.rd4ad import GRAPH_OUTPUTS, RD4AD, RD4ADConfig
+from vad_inspection.vad.rd4ad import GRAPH_OUTPUTS, LOSSES, RD4AD, RD4ADConfig
 
 torch = pytest.importorskip("torch")
 T = pytest.importorskip("vad_inspection.vad.rd4ad_train")
@@ -65,6 +65,17 @@ def test_cosine_distance_map_and_loss_by_hand() -> None:
     assert abs(float(T.rd4ad_loss(teacher[:1], decoded[:1])) * 2 - flat) > 0.3
     with pytest.raises(ValueError, match="levels"):
         T.rd4ad_loss(teacher, decoded[:1])
+    # which is loss="flattened": for image 0 level 0 gives that, level 1 (one position,
+    # orthogonal vectors) 1; image 1 (twice the teacher) 0 at both levels; per level the mean
+    # over the images, summed over the levels (``teacher[:1]``: level 0 only)
+    flattened = T.flattened_loss(teacher, decoded)
+    assert float(T.flattened_loss(teacher[:1], decoded[:1])) == pytest.approx(flat / 2, abs=1e-6)
+    assert float(flattened) == pytest.approx((flat + 1.0) / 2, abs=1e-6)
+    assert float(T.flattened_loss(teacher, teacher)) == pytest.approx(0.0, abs=1e-6)
+    assert tuple(T.LOSS_FUNCTIONS) == LOSSES  # every option has its loss
+    assert T.LOSS_FUNCTIONS["flattened"] is T.flattened_loss
+    with pytest.raises(ValueError, match="levels"):
+        T.flattened_loss(teacher, decoded[:1])
 
 
 def test_anomaly_map_is_the_sum_of_the_upsampled_levels() -> None:
@@ -98,6 +109,19 @@ def test_the_student_rebuilds_the_teachers_levels(backbone: str) -> None:
     # more OCE blocks: more parameters, the same embedding shape
     deeper = T.student_network(replace(config, oce_blocks=3))
     assert len(deeper.ocbe.oce) == 3 and len(student.ocbe.oce) == 1
+
+
+def test_training_takes_the_configured_loss() -> None:
+    config = RD4ADConfig(backbone="resnet18", size=(64, 64))
+    teacher, student = T.teacher_network(config), T.student_network(config).eval()
+    with torch.no_grad():
+        feats = teacher(torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1)))
+        decoded = student(feats)
+        losses = {
+            name: float(T._loss(student, lambda part: feats, np.arange(2), name)) for name in LOSSES
+        }
+    assert losses["position"] == pytest.approx(float(T.rd4ad_loss(feats, decoded)), rel=1e-6)
+    assert losses["flattened"] == pytest.approx(float(T.flattened_loss(feats, decoded)), rel=1e-6)
 
 
 def test_the_official_layout_is_an_option_set() -> None:
@@ -187,5 +211,8 @@ def test_bad_rd4ad_options_are_refused_and_the_papers_are_the_defaults() -> None
         RD4ADConfig(beta1=1.0)
     with pytest.raises(ValueError, match="lr must be positive"):
         RD4ADConfig(lr=0.0)
+    with pytest.raises(ValueError, match="loss must be one of"):
+        RD4ADConfig(loss="mean")
     default = RD4ADConfig()
     assert (default.lr, default.beta1, default.beta2, default.sigma) == (0.005, 0.5, 0.999, 4.0)
+    assert default.loss == "position"

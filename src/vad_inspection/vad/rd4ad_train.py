@@ -70,8 +70,8 @@ def rd4ad_loss(teacher_feats: Features, decoded_feats: Features) -> torch.Tensor
     distance map over its positions, summed over the levels, averaged over the images.
 
     (The official code and anomalib flatten each level into one vector per image and take a
-    single cosine distance per level and image; see the module docstring of
-    :mod:`vad_inspection.vad.rd4ad`.)"""
+    single cosine distance per level and image: :func:`flattened_loss`; see the module docstring
+    of :mod:`vad_inspection.vad.rd4ad`.)"""
     if len(teacher_feats) != len(decoded_feats):
         raise ValueError("teacher and decoder must give the same number of levels")
     per_image = sum(
@@ -79,6 +79,26 @@ def rd4ad_loss(teacher_feats: Features, decoded_feats: Features) -> torch.Tensor
         for t, d in zip(teacher_feats, decoded_feats, strict=True)
     )
     return per_image.mean()
+
+
+def flattened_loss(teacher_feats: Features, decoded_feats: Features) -> torch.Tensor:
+    """The official code's (and anomalib's) loss, ``loss="flattened"``: each level of each image
+    flattened into one vector (channels and positions), ``1 - cos`` of the teacher's and the
+    decoder's, averaged over the images and summed over the levels. One cosine per level: a
+    position weighs by the length of its features, and the decoder may err in direction where
+    the features are short."""
+    if len(teacher_feats) != len(decoded_feats):
+        raise ValueError("teacher and decoder must give the same number of levels")
+    total = None
+    for t, d in zip(teacher_feats, decoded_feats, strict=True):
+        cosine = (F.normalize(t.flatten(1), dim=1) * F.normalize(d.flatten(1), dim=1)).sum(1)
+        level = (1.0 - cosine).mean()
+        total = level if total is None else total + level
+    return total
+
+
+#: The training losses by ``RD4ADConfig.loss``.
+LOSS_FUNCTIONS = {"position": rd4ad_loss, "flattened": flattened_loss}
 
 
 def anomaly_map(
@@ -336,18 +356,21 @@ def _batches(index: np.ndarray, size: int) -> list[np.ndarray]:
     return batches(index, size, drop_single=True)
 
 
-def _loss(student: nn.Module, teacher: TeacherFeatures, part: np.ndarray) -> torch.Tensor:
-    """:func:`rd4ad_loss` of the training rows ``part``: the teacher's features and the
-    student's reconstruction of them."""
+def _loss(
+    student: nn.Module, teacher: TeacherFeatures, part: np.ndarray, loss: str = "position"
+) -> torch.Tensor:
+    """The configured loss (:data:`LOSS_FUNCTIONS`: :func:`rd4ad_loss` by default) of the
+    training rows ``part``: the teacher's features and the student's reconstruction of them."""
     feats = teacher(part)
-    return rd4ad_loss(feats, student(feats))
+    return LOSS_FUNCTIONS[loss](feats, student(feats))
 
 
 def evaluate_loss(
-    student: nn.Module, teacher: TeacherFeatures, index: np.ndarray, size: int
-) -> float:
+    student: nn.Module, teacher: TeacherFeatures, index: np.ndarray, size: int,
+    loss: str = "position",
+) -> float:  # fmt: skip
     """Mean loss over the rows ``index`` of the training data, student in evaluation mode."""
-    return mean_loss(student, index, size, lambda part: _loss(student, teacher, part))
+    return mean_loss(student, index, size, lambda part: _loss(student, teacher, part, loss))
 
 
 def train(data: np.ndarray, config: RD4ADConfig) -> TrainResult:
@@ -377,8 +400,10 @@ def _train(data: np.ndarray, config: RD4ADConfig) -> TrainResult:
             title="RD4AD",
             network=student,
             parts={"student": student, "optimiser": optimiser},
-            batch_loss=lambda part, _: _loss(student, teacher, part),
-            held_out_loss=lambda index: evaluate_loss(student, teacher, index, config.batch_size),
+            batch_loss=lambda part, _: _loss(student, teacher, part, config.loss),
+            held_out_loss=lambda index: evaluate_loss(
+                student, teacher, index, config.batch_size, config.loss
+            ),
             warmup_steps=WARMUP_STEPS,
             batches=_batches,
             advice="lower lr",
