@@ -7,8 +7,10 @@ Issue 17's target: each of STFPM, FastFlow, CFA, RD4AD and SimpleNet fits on 200
 in under 5 minutes (MobileNetV2, each method's defaults: at most 20 epochs with early stopping on
 a held-out tenth, then the ONNX export). Each method is fitted in a fresh process, so one method's
 allocations and threads do not weigh on the next; the report is rewritten after every method, so
-a run stopped part-way keeps what it measured. Seeded random backbone weights (no pretrained
-weights can be downloaded here): the epochs early stopping chooses may differ with real ones.
+a run stopped part-way keeps what it measured. Rows of methods not in ``--methods`` are kept
+from the previous report, each with the date and load average of its own run. Seeded random
+backbone weights (no pretrained weights can be downloaded here): the epochs early stopping
+chooses may differ with real ones.
 
 Writes ``benchmarks/results/fit_time.{md,json}``.
 """
@@ -50,21 +52,23 @@ def report(rows: list[dict], args: argparse.Namespace, threads: str) -> str:
     lines = [
         "# Fit time of the methods trained with torch",
         "",
-        f"`python benchmarks/fit_time.py {' '.join(sys.argv[1:])}`. {args.train} normal "
-        f"magnetic-tile images at {args.size} px, MobileNetV2 with seeded random weights, each "
-        f"method's defaults; one fresh process per method; torch threads: {threads}; "
-        f"{os.cpu_count()} cores shared with other jobs (load average "
-        f"{os.getloadavg()[0]:.2f} at the end). Target: under {TARGET_S:.0f} s.",
+        f"`python benchmarks/fit_time.py {' '.join(sys.argv[1:])}` (latest run). {args.train} "
+        f"normal magnetic-tile images at {args.size} px, MobileNetV2 with seeded random weights, "
+        f"each method's defaults; one fresh process per method; torch threads: {threads}; "
+        f"{os.cpu_count()} cores shared with other jobs (the load average when each method "
+        f"finished, in its row). Target: under {TARGET_S:.0f} s.",
         "",
-        "| method | fit s | epochs run | best epoch | stopped early | s per epoch | under target |",
-        "|---|---:|---:|---:|:---:|---:|:---:|",
+        "| method | fit s | epochs run | best epoch | stopped early | s per epoch | under target "
+        "| measured | load |",
+        "|---|---:|---:|---:|:---:|---:|:---:|---|---:|",
     ]
     for r in rows:
         per_epoch = r["train_seconds"] / max(r["epochs"], 1)
         lines.append(
             f"| {r['method']} | {r['fit_s']:.0f} | {r['epochs']} | {r['best_epoch']} | "
             f"{'yes' if r['stopped_early'] else 'no'} | {per_epoch:.1f} | "
-            f"{'yes' if r['fit_s'] < TARGET_S else 'no'} |"
+            f"{'yes' if r['fit_s'] < TARGET_S else 'no'} | {r.get('measured', '-')} | "
+            f"{r.get('load', '-')} |"
         )
     return "\n".join(lines)
 
@@ -78,8 +82,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/fit_time")
     args = parser.parse_args()
     threads = os.environ.get("VAD_INSPECTION_THREADS", "2 (the default)")
-    rows: list[dict] = []
-    for method in args.methods.split(","):
+    previous = args.out.with_suffix(".json")
+    wanted = args.methods.split(",")
+    rows: list[dict] = [
+        r for r in (json.loads(previous.read_text()) if previous.exists() else [])
+        if r["method"] not in wanted
+    ]  # fmt: skip
+    for method in wanted:
         code = CHILD.format(src=str(ROOT / "src"), data=args.data, train=args.train,
                             size=args.size, method=method)  # fmt: skip
         start = time.perf_counter()
@@ -87,7 +96,9 @@ def main() -> None:
         if done.returncode != 0:
             print(f"{method} failed after {time.perf_counter() - start:.0f} s:\n{done.stderr}")
             continue
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        row = json.loads(done.stdout.strip().splitlines()[-1])
+        row |= {"measured": time.strftime("%Y-%m-%d"), "load": round(os.getloadavg()[0], 2)}
+        rows.append(row)
         print(f"{method}: fit {rows[-1]['fit_s']:.0f} s, {rows[-1]['epochs']} epochs", flush=True)
         text = report(rows, args, threads)
         args.out.parent.mkdir(parents=True, exist_ok=True)
