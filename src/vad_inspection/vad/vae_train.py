@@ -56,9 +56,6 @@ from vad_inspection.vad.torch_training import (
 )
 from vad_inspection.vad.vae import GRAPH_INPUT, GRAPH_OUTPUTS, TrainingSummary, VAEConfig
 
-#: Threads for training: the development machines have two cores, shared. (Unlike the other
-#: torch-trained methods, not :func:`~vad_inspection.vad.torch_training.threads`.)
-TORCH_THREADS = 2
 #: Bound of the latent log-variance (variances between e^-8 and e^8 cover any sensible posterior).
 LOGVAR_BOUND = 8.0
 
@@ -329,7 +326,7 @@ def train(data: np.ndarray, config: VAEConfig, groups: np.ndarray | None = None)
     groups = np.arange(len(data)) if groups is None else np.asarray(groups)
     if groups.shape != (len(data),):
         raise ValueError(f"groups must have one entry per row ({len(data)}); got {groups.shape}")
-    with torch_threads(TORCH_THREADS):
+    with torch_threads():  # VAD_INSPECTION_THREADS, as every method trained with torch
         return _train(np.ascontiguousarray(data, np.float32), config, groups)
 
 
