@@ -71,18 +71,20 @@ How the two sides are kept identical, and where they cannot be:
   almost invariant to that, but the weight decay is not) and its subnet's last layer starts from
   our zeros (scaled zeros). Our ``FastFlowConfig`` default ``hidden_ratio=1.0`` is twice
   anomalib's width.
-* RD4AD: ours runs in the official code's layout, which anomalib's is, for ResNet18 (our
-  options ``mff_fusion=False, oce_blocks=2, decoder_blocks=2, decoder_relu=True``; our default
-  has the paper's 1x1 fusion convolution after the concatenation, which the official code and
-  anomalib define but never call, one block per decoder level and no ReLU at the end of a level,
-  for MobileNetV2's signed taps). The networks are then the same function (module for module;
-  the state dicts differ in names and order only); the map is the same (per level ``1 -`` the
-  cosine along the channels, upsampled bilinearly with the corners aligned, summed, smoothed by
-  a Gaussian of sigma 4, 33 px) and the score its maximum. Training differs: anomalib's loss takes
-  one cosine per flattened level and image (the official code's), ours the paper's per position,
-  averaged; anomalib's Adam has ``beta2=0.99``, ours the paper's 0.999. anomalib runs the
-  encoder at every step; ours caches its features. anomalib's decoder does not crop: every
-  level's grid must be even (a multiple of 32 px), where ours crops odd grids.
+* RD4AD: ours runs in the official code's layout, which anomalib's is, for ResNet18 (our options
+  ``mff_fusion=False, oce_blocks=2, decoder_blocks=2, decoder_relu=True``), with the official
+  code's loss (``loss="flattened"``). Our default layout has the paper's 1x1 fusion convolution
+  after the concatenation, which the official code and anomalib define but never call, one block
+  per decoder level and no ReLU at the end of a level, for MobileNetV2's signed taps. The networks
+  are then the same function (module for module; the state dicts differ in names and order only);
+  the map is the same (per level ``1 -`` the cosine along the channels, upsampled bilinearly with
+  the corners aligned, summed, smoothed by a Gaussian of sigma 4, 33 px) and the score its
+  maximum; both train on one cosine per flattened level and image. Our default loss is the paper's
+  (``1 - cos`` per position, averaged): ours is fitted again with it, and with our default layout,
+  on the same data, for the AUROC (the notes). anomalib's Adam has ``beta2=0.99``, ours the
+  paper's 0.999. anomalib runs the encoder at every step; ours caches its features. anomalib's
+  decoder does not crop: every level's grid must be even (a multiple of 32 px), where ours crops
+  odd grids.
 * SimpleNet: anomalib 2.7's nearest model is SuperSimpleNet, whose segmentation path is
   SimpleNet's: a 1x1 convolution adaptor and a discriminator (1x1 convolution to 1024, batch norm,
   LeakyReLU 0.2, 1x1 convolution to one value without bias) on 3x3-averaged backbone features,
@@ -100,12 +102,12 @@ How the two sides are kept identical, and where they cannot be:
   diagnostic without target). In (b) it trains as SuperSimpleNet does: the batch doubled, noise
   only inside Perlin-noise masks on about half of its images, its truncated L1 plus focal losses,
   the classification head trained alongside, AdamW for both parts (ours: Adam for the
-  discriminator) and its learning-rate steps at 80 % and 90 % of the epochs; its image AUROC is
-  that of its classification head (the notes give its map maximum's as well). Its noise deviation
-  is set to ours, ``noise_std`` (0.1): with our standardisation folded into its adaptor its
-  adapted features start in our units, and its own 0.015 is an absolute figure for ImageNet
-  WideResNet50 features. It runs the backbone at every step, on a grid four times ours; ours
-  caches the patch features.
+  discriminator) and its learning-rate steps at 80 % and 90 % of the epochs; its image AUROC in
+  the table is that of its map's maximum (SimpleNet's score; the notes give its classification
+  head's). Its noise deviation is set to ours, ``noise_std`` (0.1): with our standardisation
+  folded into its adaptor its adapted features start in our units, and its own 0.015 is an
+  absolute figure for ImageNet WideResNet50 features. It runs the backbone at every step, on a
+  grid four times ours; ours caches the patch features.
 * Training: ours runs with ``val_fraction=0`` (all images trained on, all epochs run) and keeps
   the epoch of the lowest training loss; anomalib keeps the last epoch.
 
@@ -158,7 +160,7 @@ import sys
 import time
 import types
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import ClassVar
 
@@ -342,6 +344,10 @@ class Bench:
 
     def notes(self, module: nn.Module, transform, data: Data, size: int) -> list[str]:
         """Anything more to say about anomalib's independently trained ``module``."""
+        return []
+
+    def variants(self, config) -> list[tuple[str, object]]:
+        """Other configs of ours to fit on the same data, for their AUROC only (notes)."""
         return []
 
     def fidelity_models(
@@ -538,12 +544,21 @@ class Rd4adBench(Bench):
     key, title = "rd4ad", "RD4AD"
     ours, train_module, lightning = RD4AD, rd4ad_train, ReverseDistillation
     #: The official code's student for ResNet18 (anomalib's copy of it): no 1x1 fusion in MFF,
-    #: two basic blocks in OCE and per decoder level, a ReLU after every block.
-    LAYOUT: ClassVar[dict[str, object]] = {
+    #: two basic blocks in OCE and per decoder level, a ReLU after every block; and its loss.
+    OFFICIAL: ClassVar[dict[str, object]] = {
         "mff_fusion": False,
         "oce_blocks": 2,
         "decoder_blocks": 2,
         "decoder_relu": True,
+        "loss": "flattened",
+    }
+    #: Our defaults of the same options (the paper's MFF and loss; see vad/rd4ad.py).
+    DEFAULT: ClassVar[dict[str, object]] = {
+        "mff_fusion": True,
+        "oce_blocks": 1,
+        "decoder_blocks": 1,
+        "decoder_relu": False,
+        "loss": "position",
     }
 
     def config(self, backbone: str, size: int, epochs: int, seed: int) -> RD4ADConfig:
@@ -551,8 +566,18 @@ class Rd4adBench(Bench):
             raise ValueError("anomalib's RD4AD decoders are ResNets; the layout here is ResNet18's")
         return RD4ADConfig(
             backbone=backbone, size=(size, size), seed=seed, epochs=epochs, val_fraction=0.0,
-            **self.LAYOUT,
+            **self.OFFICIAL,
         )  # fmt: skip
+
+    def variants(self, config: RD4ADConfig) -> list[tuple[str, RD4ADConfig]]:
+        """Our other choices, on the same data: the paper's loss in the official layout, and
+        our default layout with either loss."""
+        default = replace(config, **self.DEFAULT)
+        return [
+            ("official layout, the paper's loss (per position)", replace(config, loss="position")),
+            ("our default layout and loss (the paper's)", default),
+            ("our default layout, the official code's loss", replace(default, loss="flattened")),
+        ]
 
     def initial(self, config: RD4ADConfig, images: Sequence[np.ndarray]) -> dict:
         return {"student": rd4ad_train.student_network(config)}
@@ -581,7 +606,7 @@ class Rd4adBench(Bench):
         student = parts["student"]
         ocbe, bottleneck, decoder = student.ocbe, module.model.bottleneck, module.model.decoder
         if not isinstance(ocbe.fuse, nn.Identity) or len(ocbe.oce) != len(bottleneck.bn_layer):
-            raise RuntimeError("our OCBE is not the official layout (see Rd4adBench.LAYOUT)")
+            raise RuntimeError("our OCBE is not the official layout (see Rd4adBench.OFFICIAL)")
         pairs = [
             (ocbe.align[0][0][0], bottleneck.conv1), (ocbe.align[0][0][1], bottleneck.bn1),
             (ocbe.align[0][1][0], bottleneck.conv2), (ocbe.align[0][1][1], bottleneck.bn2),
@@ -693,23 +718,28 @@ class SimplenetBench(Bench):
         return module.loss(pred_map=amap, pred_score=score, target_mask=masks, target_label=labels)
 
     def outputs(self, out, fidelity: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """As anomalib gives them: the classification head's score and the sigmoid of the map;
-        for the comparison: the map before its sigmoid (``logit``) and its maximum, which are
-        SimpleNet's map and score (the classification head is not SimpleNet's)."""
-        if not fidelity:
-            return out.pred_score, out.anomaly_map
-        amap = _logit(out.anomaly_map)
+        """The image score is its map's maximum, SimpleNet's (its own, a classification head
+        SimpleNet does not have, is in the notes); the map as anomalib gives it (a sigmoid:
+        monotonic, so the AUROCs are those of the map before it), or, for the comparison with
+        ours, the map before its sigmoid (``logit``)."""
+        amap = _logit(out.anomaly_map) if fidelity else out.anomaly_map
         return amap.amax(dim=(-2, -1)), amap
 
     def notes(self, module: nn.Module, transform, data: Data, size: int) -> list[str]:
-        """anomalib's image AUROC with SimpleNet's image score, its map's maximum, as well."""
+        """The image AUROC of its own image score, its classification head's."""
+        model = module.model.eval()
         aurocs = []
         for images, labels in ((data.test, data.labels), (data.subtle, data.subtle_labels)):
-            maps = anomalib_predict(module, transform, images, size, self, fidelity=True)[1]
-            aurocs.append(auroc(labels, maps.max(axis=(1, 2))))
+            with torch.inference_mode():
+                scores = np.concatenate([
+                    model(anomalib_input(part, transform)).pred_score.reshape(-1).numpy()
+                    for part in batches(images, ANOMALIB_BATCH)
+                ])  # fmt: skip
+            aurocs.append(auroc(labels, scores))
         return [
-            f"anomalib's image AUROC with the maximum of its map as the score (SimpleNet's) "
-            f"instead of its classification head: {aurocs[0]:.3f}, subtle {aurocs[1]:.3f}"
+            "anomalib's image AUROC with SuperSimpleNet's own image score, its classification "
+            f"head (the table: its map's maximum, SimpleNet's score): {aurocs[0]:.3f}, subtle "
+            f"{aurocs[1]:.3f}"
         ]
 
     def fidelity_models(
@@ -987,6 +1017,20 @@ def run(bench: Bench, backbone: str, data: Data, epochs: int, args) -> Row:
         f"{theirs.image_auroc:.3f} / {theirs.subtle_image_auroc:.3f}")  # fmt: skip
     extra_notes = bench.notes(theirs_model, transform, data, size)
     del theirs_model
+    variants = {}
+    for label, variant in bench.variants(config):
+        other = bench.ours(variant)
+        start = time.perf_counter()
+        other.fit(data.train)
+        side = Side(fit_s=time.perf_counter() - start, train_s=other.summary.seconds)
+        side.score(data, ours_predict(other, data.test), ours_predict(other, data.subtle))
+        variants[label] = side.__dict__
+        extra_notes.append(
+            f"ours, {label}: image AUROC {side.image_auroc:.3f} (subtle "
+            f"{side.subtle_image_auroc:.3f}), pixel AUROC {side.pixel_auroc:.3f}, fit "
+            f"{side.fit_s:.1f} s"
+        )
+        log(f"  {extra_notes[-1]}")
 
     # (a) our trained parts copied into a fresh anomalib model: same weights, same inputs
     initial = bench.initial(config, data.train)
@@ -1012,6 +1056,7 @@ def run(bench: Bench, backbone: str, data: Data, epochs: int, args) -> Row:
         "ours_epochs_run": model.summary.epochs_run,
         "ours_best_epoch": model.summary.best_epoch,
         "fit_seconds_per_run": times,
+        "ours_variants": variants,
     }
     runs = ", ".join(f"{t:.1f}" for t in times["ours"])
     notes = [
@@ -1036,13 +1081,14 @@ OPTIMISERS = {
             "AdamW lr 1e-3, wd 5e-4, amsgrad; loss x1000; CoordConv descriptor"),
     "FastFlow": ("Adam lr 1e-3, wd 1e-5; NLL per dimension",
                  "Adam lr 1e-3, wd 1e-5; NLL summed; learned LayerNorm and global affines"),
-    "RD4AD": ("Adam lr 5e-3, betas (0.5, 0.999); cosine distance per position",
-              "Adam lr 5e-3, betas (0.5, 0.99); cosine distance per flattened level"),
+    "RD4AD": ("Adam lr 5e-3, betas (0.5, 0.999); `loss=flattened` (one cosine distance per "
+              "flattened level, the official code's)",
+              "Adam lr 5e-3, betas (0.5, 0.99); one cosine distance per flattened level"),
     "SimpleNet": ("AdamW lr 1e-4 (adaptor), Adam lr 2e-4, wd 1e-5 (discriminator); Gaussian "
                   "noise everywhere; truncated L1",
                   "SuperSimpleNet: AdamW lr 1e-4 / 2e-4, wd 1e-2 / 1e-5, x0.4 at 80 % and 90 % "
                   "of the epochs; noise in Perlin masks; truncated L1 + focal losses, "
-                  "classification head"),
+                  "classification head trained alongside; scored by its map's maximum"),
 }  # fmt: skip
 
 
@@ -1191,16 +1237,18 @@ DIFFERENCES = [
     "decoder_blocks=2, decoder_relu=True`; our default adds the paper's 1x1 fusion convolution, "
     "which the official code and anomalib define but never call, and has one block per decoder "
     "level without a final ReLU), mapped module for module: same networks, map (per level 1 - "
-    "cosine, upsampled with the corners aligned, summed, Gaussian sigma 4) and score. Training "
-    "differs: anomalib's loss is one cosine per flattened level and image (the official code's), "
-    "ours the paper's per position; anomalib's Adam has beta2 0.99 (ours 0.999). anomalib runs "
-    "the encoder at every step; ours caches its features.",
+    "cosine, upsampled with the corners aligned, summed, Gaussian sigma 4) and score. Both "
+    "train on one cosine per flattened level and image (ours: `loss=flattened`, the official "
+    "code's; our default is the paper's, per position: the notes give its AUROC, and our "
+    "default layout's); anomalib's Adam has beta2 0.99 (ours 0.999). anomalib runs the encoder "
+    "at every step; ours caches its features.",
     "SimpleNet: anomalib 2.7 has no SimpleNet; its SuperSimpleNet keeps SimpleNet's adaptor and "
     "discriminator (its segmentation head), which take ours (our standardisation folded into "
     "the adaptor, the discriminator's last layer negated). Not SimpleNet's: its features "
     "(taps upsampled to twice the first tap's grid, then 3x3-averaged; ours: each tap averaged "
     "on its grid, then upsampled to the first tap's), the sigmoid on its map (undone for (a)), "
-    "its image score from a classification head (for (a): its map's maximum), its 25 px "
+    "its image score from a classification head (scored here by its map's maximum, "
+    "SimpleNet's score; the head's AUROC is in the notes), its 25 px "
     "smoothing kernel (ours 33); hence (a) on our features (target) and on its own (diagnostic). "
     "In (b) it trains as SuperSimpleNet: Perlin-masked noise on about half of a doubled batch, "
     "truncated L1 + focal losses, AdamW for both parts, learning rate x0.4 at 80 % and 90 % of "

@@ -55,18 +55,18 @@ Where the engine departs from the paper, and why:
   (ResNet18: 2 and 2), and ``decoder_relu=True`` (every decoder block ends with a ReLU, as
   ResNet's basic blocks; right for ResNet's non-negative taps). The official code has
   bottleneck blocks for the wider ResNets; here all blocks are basic ones.
-* The loss is the paper's, per position. The official code and anomalib instead flatten each
-  level into one vector per image and take one cosine distance per level and image. That one
-  weights each position by the length of its features and asks for the whole level to be one
-  multiple of the teacher's; the paper's weights every position alike and asks for each
-  position's direction, exactly what the anomaly map then measures. ``loss="flattened"`` trains
-  with the official code's. Measured (``benchmarks/vs_anomalib_trained.py``: synthetic scenes of
-  128 px, ResNet18 with random weights, 64 images, 10 epochs), the official code's loss did
-  better in the official layout (image AUROC 1.000 against the paper's 0.831) and worse in the
-  default one (0.746 against 0.821); a thread on the official repository (hq-deng/RD4AD issue
-  22) reports the paper's loss losing accuracy on MVTec as well. The default stays the paper's
-  until measurements on real defects decide. Adam's ``beta2`` is the paper's and the official
-  code's 0.999 (anomalib's is 0.99).
+* The loss is the paper's, per position. The official code and anomalib instead flatten each level
+  into one vector per image and take one cosine distance per level and image. That one weights each
+  position by the length of its features and asks for the whole level to be one multiple of the
+  teacher's; the paper's weights every position alike and asks for each position's direction,
+  exactly what the anomaly map then measures. ``loss="flattened"`` trains with the official code's.
+  Measured (``benchmarks/vs_anomalib_trained.py``: synthetic scenes of 128 px, ResNet18 with random
+  weights, 64 images, 10 epochs, 60 test images), the official code's loss did better in the
+  official layout (image AUROC 1.000 against the paper's 0.831) and worse in the default one (0.746
+  against 0.937; one earlier run of the same gave 0.821, not reproduced since); a thread on the
+  official repository (hq-deng/RD4AD issue 22) reports the paper's loss losing accuracy on MVTec.
+  The default stays the paper's until measurements on real defects decide. Adam's ``beta2`` is the
+  paper's and the official code's 0.999 (anomalib's is 0.99).
 
 This module is the inference side and has no torch in it: teacher, ``OCBE``, decoder, the
 distance maps, the upsampling and their sum are one ONNX graph (input: the ImageNet-normalised
