@@ -79,15 +79,20 @@ def by_category(data_root: Path, bands: str, model: str, common: CommonOptions,
     fitted, _ = fit_images(model, images, [], common, **options)
     typical = [s for s in dataset.samples if s.split == "test" and not s.label]
     typical_scores = fitted.predict([s.image() for s in typical]).scores
-    novel = list({s.path.name: s for s in dataset.samples if s.label}.values())
-    scores = fitted.predict([s.image() for s in novel]).scores
-    labels = np.r_[np.zeros(len(typical_scores)), np.ones(len(scores))]
-    out: dict[str, float | None] = {"all": float(auroc(labels, np.r_[typical_scores, scores]))}
-    for category in sorted({s.category for s in dataset.samples if s.label}):
-        tiles = [s for s in dataset.samples if s.label and s.category == category]
+
+    def against_typical(tiles: list) -> float | None:
+        if not tiles:
+            return None
         scores = fitted.predict([s.image() for s in tiles]).scores
         labels = np.r_[np.zeros(len(typical_scores)), np.ones(len(scores))]
-        out[category] = float(auroc(labels, np.r_[typical_scores, scores])) if len(tiles) else None
+        return float(auroc(labels, np.r_[typical_scores, scores]))
+
+    novel = list({s.path.name: s for s in dataset.samples if s.label}.values())
+    out = {"all": against_typical(novel)}
+    for category in sorted({s.category for s in dataset.samples if s.label}):
+        out[category] = against_typical(
+            [s for s in dataset.samples if s.label and s.category == category]
+        )
     return out
 
 

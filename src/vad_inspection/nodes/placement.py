@@ -139,6 +139,7 @@ class Placer:
         pair = (target, source)
         deadline = time.monotonic_ns() + self.config.tf_wait_ns
         while True:
+            chain_missing = False
             try:
                 matrix = self.tf.lookup(target, source, stamp_ns, 0)
                 self._missing.discard(pair)
@@ -148,12 +149,12 @@ class Placer:
             except TransformUnavailable:
                 if pair in self._missing:
                     break  # waited for this chain once already, in vain
-                if time.monotonic_ns() >= deadline:
-                    self._missing.add(pair)
-                    break
+                chain_missing = True
             except GeometryError:
                 break
             if time.monotonic_ns() >= deadline:
+                if chain_missing:
+                    self._missing.add(pair)
                 break
             time.sleep(0.005)
         matrix = self.tf.lookup(target, source, stamp_ns, self.config.tf_tolerance_ns)

@@ -128,11 +128,10 @@ class RX:
         """Scores and maps; maps of images of another size than the first are resized to it
         (a batch's maps share one shape)."""
         raw = [self.rx_map(image) for image in images]
-        if self.config.score == "mean":
-            scores = np.array([m.mean() for m in raw])
         smooth = [gaussian_blur(m[None].astype(np.float32), self.config.sigma)[0] for m in raw]
-        if self.config.score == "max":
-            scores = np.array([m.max() for m in smooth])
+        scored = raw if self.config.score == "mean" else smooth
+        reduce = np.mean if self.config.score == "mean" else np.max
+        scores = np.array([reduce(m) for m in scored])
         shape = smooth[0].shape if smooth else (0, 0)
         maps = [m if m.shape == shape else resize_image(m, shape)[..., 0] for m in smooth]
         return Prediction(
